@@ -1,0 +1,325 @@
+"""The typed configuration that flows through fvt.
+
+One dataclass per section. Every field name is unique across sections, so a field is
+addressed the same way everywhere: ``lr`` in a flat YAML file, ``optim: {lr: ...}`` in a
+sectioned one, and ``--lr`` on the command line. Precedence: flag > file > default.
+Help texts live in ``field(metadata={"help": ...})`` and become ``fvt train --help``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from .errors import UsageError
+
+
+def opt(default, help: str, choices=None, **kw):
+    meta = {"help": help}
+    if choices is not None:
+        meta["choices"] = tuple(choices)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+@dataclass
+class ModelConfig:
+    model: str = opt("faster_vit_0_224", "Model name (see `fvt models`).")
+    img_size: Optional[list] = opt(None, "Input size: N or H W. Default: the model's own (224).")
+    pretrained: Optional[str] = opt(None, "Weights to start from: official .pth.tar, fvt checkpoint or .safetensors.")
+    pretrained_raw: bool = opt(False, "Take the raw weights from --pretrained even when it also holds EMA weights.")
+    drop_path_rate: Optional[float] = opt(None, "Stochastic depth rate. Default: the variant's official value.")
+    drop_rate: float = opt(0.0, "Dropout before the classifier.")
+    freeze: str = opt("none", "Freeze weights: none, head (train only the head) or stages:N (freeze the first N stages).")
+    bn_eval: bool = opt(False, "Keep BatchNorm statistics frozen (eval mode) while training.")
+    sync_bn: bool = opt(False, "Convert BatchNorm to SyncBatchNorm under distributed training.")
+    grad_checkpointing: bool = opt(False, "Recompute activations in backward to save memory.")
+    channels_last: bool = opt(True, "Use channels_last memory format for the convolutional stages.")
+    compile: bool = opt(False, "Wrap the model with torch.compile.")
+
+
+@dataclass
+class DataConfig:
+    data: Optional[str] = opt(None, "Image folder (root/<class>/..., or root/train + root/val), or a CSV of path,label.")
+    val_data: Optional[str] = opt(None, "Separate validation folder or CSV (overrides the automatic split).")
+    val_split: float = opt(0.2, "Fraction of each class held out for validation when the data is not pre-split.")
+    split_seed: int = opt(42, "Seed of the stratified train/val split.")
+    batch_size: int = opt(64, "Training batch size per process.")
+    eval_batch_size: Optional[int] = opt(None, "Evaluation batch size per process. Default: 2x batch size.")
+    workers: int = opt(2, "DataLoader worker processes per training process.")
+    sampler: str = opt("random", "Training sampler.", choices=("random", "balanced", "repeated"))
+    repeats: int = opt(3, "Repeats per image for the repeated-augmentation sampler.")
+    verify_images: bool = opt(False, "Fully decode every image in the start-up scan (slower; default: header check).")
+
+
+@dataclass
+class AugConfig:
+    mean: list = opt([0.485, 0.456, 0.406], "Normalisation mean (saved with checkpoints).")
+    std: list = opt([0.229, 0.224, 0.225], "Normalisation std (saved with checkpoints).")
+    crop_pct: float = opt(0.875, "Eval: resize to size/crop_pct, then center-crop.")
+    interpolation: str = opt("bicubic", "Resize interpolation.", choices=("bilinear", "bicubic", "nearest"))
+    scale: list = opt([0.08, 1.0], "Random-resized-crop area range.")
+    ratio: list = opt([0.75, 1.3333333], "Random-resized-crop aspect range.")
+    hflip: float = opt(0.5, "Horizontal flip probability.")
+    vflip: float = opt(0.0, "Vertical flip probability.")
+    auto_augment: Optional[str] = opt("rand-m9-mstd0.5-inc1", "timm auto-augment policy (RandAugment string), or none.")
+    color_jitter: float = opt(0.4, "Color jitter strength (used when auto_augment is none).")
+    three_augment: bool = opt(False, "DeiT III ThreeAugment (grayscale / solarize / blur) instead of auto-augment.")
+    reprob: float = opt(0.25, "Random erasing probability.")
+    remode: str = opt("pixel", "Random erasing mode.", choices=("const", "rand", "pixel"))
+    recount: int = opt(1, "Random erasing count.")
+    mixup: float = opt(0.0, "Mixup alpha (0 disables).")
+    cutmix: float = opt(0.0, "CutMix alpha (0 disables).")
+    mixup_prob: float = opt(1.0, "Probability of applying mixup or cutmix to a batch.")
+    mixup_switch_prob: float = opt(0.5, "Probability of switching to cutmix when both are enabled.")
+    mixup_mode: str = opt("batch", "How mixup/cutmix params are drawn.", choices=("batch", "pair", "elem"))
+    smoothing: float = opt(0.1, "Label smoothing.")
+
+
+@dataclass
+class OptimConfig:
+    opt: str = opt("adamw", "Optimizer: any timm optimizer name (adamw, sgd, lamb, lion, ...) or sophia.")
+    lr: float = opt(1e-3, "Peak learning rate (after optional --lr-base-batch scaling).")
+    lr_base_batch: Optional[int] = opt(None, "If set, lr is scaled linearly by global_batch / lr_base_batch.")
+    weight_decay: float = opt(0.05, "Weight decay (never applied to norms, biases, position-bias MLPs).")
+    momentum: float = opt(0.9, "SGD momentum.")
+    opt_eps: Optional[float] = opt(None, "Optimizer epsilon.")
+    opt_betas: Optional[list] = opt(None, "Optimizer betas.")
+    layer_decay: Optional[float] = opt(None, "Layer-wise lr decay factor (e.g. 0.75); none disables.")
+    clip_grad: Optional[float] = opt(None, "Gradient clipping threshold; none disables.")
+    clip_mode: str = opt("norm", "Gradient clipping mode.", choices=("norm", "value", "agc"))
+    accum_steps: int = opt(1, "Gradient accumulation steps.")
+    sophia_rho: float = opt(0.04, "SophiaG clipping rho.")
+    hess_interval: int = opt(10, "SophiaG: refresh the Hessian estimate every k optimizer steps.")
+
+
+@dataclass
+class SchedConfig:
+    sched: str = opt("cosine", "LR schedule.", choices=("cosine", "step", "multistep", "plateau", "poly", "tanh", "none"))
+    epochs: int = opt(30, "Total training epochs.")
+    warmup_epochs: float = opt(3, "Linear warmup epochs.")
+    warmup_lr: float = opt(1e-6, "LR at the start of warmup.")
+    min_lr: float = opt(1e-6, "Floor of the schedule.")
+    decay_epochs: float = opt(30, "Step schedule: epochs between decays.")
+    decay_milestones: list = opt([30, 60], "Multistep schedule: epochs at which lr decays.")
+    decay_rate: float = opt(0.1, "Step/multistep/plateau decay factor.")
+    patience_epochs: int = opt(10, "Plateau schedule patience.")
+    cooldown_epochs: int = opt(0, "Epochs at min_lr after the schedule ends.")
+
+
+@dataclass
+class TrainConfig:
+    output: str = opt("runs/train", "Run directory.")
+    device: str = opt("auto", "Device: auto, cpu, cuda, cuda:N.")
+    amp: str = opt("auto", "Mixed precision: auto (bf16 on CPU and CUDA), none, bf16, fp16 (CUDA only).",
+                   choices=("auto", "none", "bf16", "fp16"))
+    seed: int = opt(42, "Random seed.")
+    deterministic: bool = opt(False, "Deterministic algorithms (slower) for exact reproducibility.")
+    resume: Optional[str] = opt(None, "Resume: auto (last.pt in --output if present) or a checkpoint path.")
+    ema: bool = opt(True, "Keep an exponential moving average of the weights (evaluated and saved).")
+    ema_decay: float = opt(0.999, "EMA decay per optimizer step.")
+    eval_every: int = opt(1, "Evaluate every N epochs.")
+    save_every_steps: int = opt(0, "Also save last.pt every N optimizer steps (0: once per epoch).")
+    keep_top_k: int = opt(1, "Keep the k best checkpoints (best.pt plus best-2.pt ...).")
+    best_metric: str = opt("top1", "Metric that selects best.pt.", choices=("top1", "top5", "loss", "ema_top1"))
+    early_stop: int = opt(0, "Stop after N evaluations without improvement (0: off).")
+    log_every: int = opt(20, "Log to log.jsonl / TensorBoard every N steps.")
+    max_steps: Optional[int] = opt(None, "Stop after this many optimizer steps (smoke tests).")
+
+
+@dataclass
+class DistillConfig:
+    teacher: Optional[str] = opt(None, "Teacher: an fvt checkpoint, or a timm model name (with --teacher-weights).")
+    teacher_weights: Optional[str] = opt(None, "Weights for a teacher given by timm model name.")
+    distill: str = opt("soft", "Distillation type.", choices=("soft", "hard"))
+    distill_alpha: float = opt(0.5, "Weight of the distillation loss.")
+    distill_tau: float = opt(1.0, "Softmax temperature for soft distillation.")
+
+
+SECTIONS = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "aug": AugConfig,
+    "optim": OptimConfig,
+    "sched": SchedConfig,
+    "train": TrainConfig,
+    "distill": DistillConfig,
+}
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    aug: AugConfig = field(default_factory=AugConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+    # -- lookup -------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict:
+        return {k: v for sec in self.to_dict().values() for k, v in sec.items()}
+
+    def set(self, key: str, value: Any) -> None:
+        section = FIELD_SECTION.get(key)
+        if section is None:
+            raise UsageError(_unknown(key))
+        setattr(getattr(self, section), key, coerce(key, value))
+
+    def save(self, path: Union[str, Path]) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_dict(cls, d: dict, base: Optional["Config"] = None) -> "Config":
+        cfg = base if base is not None else cls()
+        for key, value in (d or {}).items():
+            if key in SECTIONS and isinstance(value, dict):
+                for k, v in value.items():
+                    if FIELD_SECTION.get(k) != key:
+                        raise UsageError(_unknown(k, where=f"section '{key}'"))
+                    cfg.set(k, v)
+            else:
+                cfg.set(key, value)
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: Union[str, Path], base: Optional["Config"] = None) -> "Config":
+        p = Path(path)
+        if not p.is_file():
+            raise UsageError(f"config file not found: {p}")
+        try:
+            d = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise UsageError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(d, dict):
+            raise UsageError(f"config file {p} must hold a mapping of option: value")
+        return cls.from_dict(d, base)
+
+
+def _field_table():
+    table, types, fields = {}, {}, {}
+    for name, cls in SECTIONS.items():
+        hints = get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            assert f.name not in table, f"duplicate config field {f.name}"
+            table[f.name] = name
+            types[f.name] = hints[f.name]
+            fields[f.name] = f
+    return table, types, fields
+
+
+FIELD_SECTION, FIELD_TYPES, FIELDS = _field_table()
+
+
+def _unknown(key: str, where: str = "") -> str:
+    close = difflib.get_close_matches(key.replace("-", "_"), list(FIELD_SECTION), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    loc = f" in {where}" if where else ""
+    return f"unknown config option '{key}'{loc}{hint}"
+
+
+def coerce(key: str, value: Any) -> Any:
+    """Check and convert a value for field ``key``; raise UsageError naming the key."""
+    typ = FIELD_TYPES[key]
+    optional = get_origin(typ) is Union and type(None) in get_args(typ)
+    base = [a for a in get_args(typ) if a is not type(None)][0] if optional else typ
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and base is not str):
+        if optional:
+            return None
+        raise UsageError(f"option '{key}' cannot be none")
+    if optional and isinstance(value, str) and value.lower() in ("none", "null"):
+        return None
+    try:
+        if base is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    value = True
+                elif value.lower() in ("0", "false", "no", "off"):
+                    value = False
+                else:
+                    raise ValueError
+            elif not isinstance(value, bool):
+                raise ValueError
+        elif base is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            value = int(value)
+        elif base is float:
+            if isinstance(value, bool):
+                raise ValueError
+            value = float(value)
+        elif base is list:
+            value = list(value) if isinstance(value, (list, tuple)) else [value]
+            value = [_num(v) for v in value]
+        elif base is str:
+            value = str(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"option '{key}' expects {_type_name(base)}, got {value!r}") from None
+    choices = FIELDS[key].metadata.get("choices")
+    if choices and value not in choices:
+        raise UsageError(f"option '{key}' must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def _num(v):
+    if isinstance(v, str):
+        try:
+            f = float(v)
+            return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f
+        except ValueError:
+            return v
+    return v
+
+
+def _type_name(t) -> str:
+    return {bool: "true/false", int: "an integer", float: "a number", list: "a list", str: "a string"}.get(t, str(t))
+
+
+# -- command line -------------------------------------------------------------------
+def add_config_arguments(parser, sections=None) -> None:
+    """One flag per config field (``img_size`` -> ``--img-size``), grouped by section.
+
+    Defaults are suppressed so that only flags the user typed override the file."""
+    import argparse
+
+    for sec_name, cls in SECTIONS.items():
+        if sections is not None and sec_name not in sections:
+            continue
+        group = parser.add_argument_group(f"{sec_name} options")
+        for f in dataclasses.fields(cls):
+            typ = FIELD_TYPES[f.name]
+            flag = "--" + f.name.replace("_", "-")
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            help_text = f"{f.metadata['help']} [default: {default}]"
+            kw = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text)
+            if typ is bool:
+                group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+            elif list in (typ, *get_args(typ)):
+                group.add_argument(flag, nargs="+", metavar="V", **kw)
+            else:
+                choices = f.metadata.get("choices")
+                group.add_argument(flag, metavar="|".join(choices) if choices else f.name.upper(), **kw)
+
+
+def config_from_args(args, base: Optional[Config] = None) -> Config:
+    """Default < --config FILE < flags."""
+    cfg = base if base is not None else Config()
+    if getattr(args, "config", None):
+        cfg = Config.from_yaml(args.config, cfg)
+    for key in FIELD_SECTION:
+        if hasattr(args, key):
+            value = getattr(args, key)
+            if isinstance(value, list) and len(value) == 1 and FIELD_TYPES[key] is not list and list not in get_args(FIELD_TYPES[key]):
+                value = value[0]
+            cfg.set(key, value)
+    return cfg
