@@ -1,0 +1,114 @@
+"""The image dataset and the batch collation that drops files failing mid-epoch.
+
+``ImageDataset[key]`` takes an index, or an ``(index, sample_seed)`` pair from a training
+sampler: python ``random``, numpy and torch are then seeded from ``sample_seed`` before the
+transform runs, so a sample's augmentation depends only on (seed, epoch, position) -- not on
+the number of workers, and not on where a resumed run restarted. In the main process
+(``workers=0``) the RNG states are restored afterwards so the training loop's own random
+streams (dropout, drop-path, mixup) stay untouched.
+
+Items are ``(image, target, index)``. A file that fails to decode yields ``(None, target,
+index)``: ``collate_drop_failed`` removes it from the batch, the failure is warned once per
+process and appended to ``bad_files.txt``. A batch whose every file failed collates to ``None``
+(the caller skips it).
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data._utils.collate import default_collate
+
+from .decode import ImageDecodeError, load_image
+from .scan import append_bad_file
+
+Sample = Tuple[Path, int]
+
+
+def seed_everything_from(sample_seed: int) -> None:
+    random.seed(sample_seed)
+    np.random.seed(sample_seed % (2 ** 32))
+    torch.manual_seed(sample_seed)
+
+
+class ImageDataset(Dataset):
+    """``samples``: (path, class index) pairs; ``classes``: the class names in index order."""
+
+    def __init__(self, samples: Sequence[Sample], classes: Sequence[str], transform: Optional[Callable] = None,
+                 bad_file_log: Optional[Union[str, Path]] = None, min_decode_size: Optional[int] = None):
+        self.samples: List[Sample] = [(Path(p), int(t)) for p, t in samples]
+        self.classes = list(classes)
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        self.transform = transform
+        self.bad_file_log = Path(bad_file_log) if bad_file_log else None
+        self.min_decode_size = min_decode_size  # lets JPEG draft mode shrink large photos on decode
+        self._warned: set = set()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def targets(self) -> List[int]:
+        return [t for _, t in self.samples]
+
+    @property
+    def paths(self) -> List[Path]:
+        return [p for p, _ in self.samples]
+
+    def load(self, index: int):
+        """The decoded RGB PIL image of sample ``index`` (raises ``ImageDecodeError``)."""
+        return load_image(self.samples[index][0], self.min_decode_size)
+
+    def __getitem__(self, key):
+        index, seed = (key if isinstance(key, tuple) else (key, None))
+        path, target = self.samples[index]
+        try:
+            img = self.load(index)
+        except ImageDecodeError as e:
+            self._record_failure(path, str(e))
+            return None, target, index
+        if self.transform is not None:
+            if seed is None:
+                img = self.transform(img)
+            elif get_worker_info() is not None:
+                seed_everything_from(seed)
+                img = self.transform(img)
+            else:
+                img = self._transform_keeping_rng(img, seed)
+        return img, target, index
+
+    def _transform_keeping_rng(self, img, seed: int):
+        states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        try:
+            seed_everything_from(seed)
+            return self.transform(img)
+        finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+            torch.set_rng_state(states[2])
+
+    def _record_failure(self, path: Path, reason: str) -> None:
+        if path in self._warned:
+            return
+        self._warned.add(path)
+        where = f"; recorded in {self.bad_file_log}" if self.bad_file_log else ""
+        warnings.warn(f"skipping {path}: cannot decode ({reason}){where}", RuntimeWarning, stacklevel=2)
+        if self.bad_file_log is not None:
+            try:
+                append_bad_file(self.bad_file_log, path, f"failed mid-run: {reason}")
+            except OSError:
+                pass
+
+
+def collate_drop_failed(batch):
+    """``default_collate`` over the items whose image decoded; ``None`` if none did."""
+    kept = [b for b in batch if b[0] is not None]
+    if not kept:
+        return None
+    return default_collate(kept)

@@ -1,0 +1,90 @@
+"""Decoding one image file into an RGB PIL image, whatever it was saved as.
+
+Handles EXIF orientation, grayscale/palette/CMYK, transparency (composited onto a white
+background so a transparent logo does not turn black), 16-bit and float images, and uses
+JPEG draft mode (DCT-domain downscaling by 1/2, 1/4, 1/8) when the file is much larger than
+what the transform needs -- the main cost of large phone photos.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Optional, Tuple, Union
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# The same default as Pillow (about 89.5 MP); above it an image is treated as a decompression
+# bomb and refused, instead of Pillow warning once and then decoding gigabytes.
+MAX_PIXELS = 89_478_485
+BACKGROUND = (255, 255, 255)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+class ImageDecodeError(Exception):
+    """A file that cannot be turned into an RGB image (the message says why)."""
+
+
+def is_image_name(path: Union[str, Path]) -> bool:
+    return str(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def to_rgb(im: Image.Image, background: Tuple[int, int, int] = BACKGROUND) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB."""
+    if im.mode == "RGB":
+        return im
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif im.mode == "L" and "transparency" in im.info:
+        im = im.convert("LA")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, background)
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    if im.mode.startswith("I") or im.mode == "F":
+        return Image.fromarray(_to_uint8(im)).convert("RGB")
+    return im.convert("RGB")  # 1, L, CMYK, YCbCr, LAB, HSV
+
+
+def _to_uint8(im: Image.Image) -> np.ndarray:
+    # 16/32-bit integer or float grayscale: rescale by the range the values were stored in,
+    # not by the image's own min/max (which would stretch contrast differently per image).
+    a = np.asarray(im, dtype=np.float64)
+    if im.mode == "F":
+        top = 1.0 if a.size and np.nanmax(a) <= 1.0 else 255.0
+    else:
+        top = 65535.0 if (im.mode.startswith("I;16") or (a.size and a.max() <= 65535)) else float(a.max())
+        if a.size and a.max() <= 255 and not im.mode.startswith("I;16"):
+            top = 255.0
+    a = np.nan_to_num(a) * (255.0 / max(top, 1e-12))
+    return np.clip(a + 0.5, 0, 255).astype(np.uint8)
+
+
+def load_image(path: Union[str, Path], min_size: Optional[int] = None,
+               background: Tuple[int, int, int] = BACKGROUND) -> Image.Image:
+    """Open ``path`` fully decoded as RGB with EXIF orientation applied.
+
+    ``min_size``: the smallest short side the caller needs; a JPEG larger than twice that is
+    decoded at a reduced scale (never below ``min_size``). Raises ``ImageDecodeError``.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's bomb / EXIF warnings: checked below instead
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > MAX_PIXELS:
+                    raise ImageDecodeError(f"decompression bomb: {w}x{h} pixels exceeds {MAX_PIXELS}")
+                if min_size and im.format in ("JPEG", "MPO") and min(w, h) >= 2 * min_size:
+                    im.draft("RGB", (min_size, min_size))
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                return to_rgb(im, background)
+    except ImageDecodeError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
+            TypeError, IndexError, KeyError, ZeroDivisionError, MemoryError) as e:
+        # Pillow signals corrupt input with many exception types; all mean "unusable file".
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ImageDecodeError(msg) from None
