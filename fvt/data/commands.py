@@ -1,0 +1,134 @@
+"""``fvt data inspect DIR [--verify] [--output DIR]``: what fvt would train on, before training.
+
+Prints the layout, classes and counts, an image-size summary, skipped entries, bad files and
+exact duplicates (across train/val and within a set), writes ``class_distribution.png`` and
+exits 0 when the folder is usable for training, 1 when it is not (the reason is printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections import Counter
+from pathlib import Path
+from typing import Dict, List
+
+from ..errors import DataError
+from .discovery import discover
+from .pipeline import _check_classes
+from .scan import find_duplicates, scan_files
+
+MAX_LISTED = 20
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    p = sub.add_parser("inspect", help="Check an image folder or CSV: classes, counts, sizes, bad files, duplicates.",
+                       description="Check an image folder (root/<class>/..., root/train + root/val) or a CSV of "
+                                   "path,label. Exit code 0: usable for training; 1: not usable.")
+    p.add_argument("dir", metavar="DIR", help="Image folder or CSV file.")
+    p.add_argument("--verify", action="store_true", help="Fully decode every image (slower; default: header check).")
+    p.add_argument("--output", default=".", metavar="DIR",
+                   help="Folder for class_distribution.png [default: current folder].")
+    parser.set_defaults(_data_parser=parser)
+
+
+def run_data(args: argparse.Namespace) -> int:
+    if getattr(args, "data_command", None) != "inspect":
+        args._data_parser.print_help()
+        return 2
+    return inspect_folder(args.dir, verify=args.verify, output=args.output)
+
+
+def _table(rows: List[List[str]], header: List[str]) -> str:
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    fmt = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
+
+
+def _plot(counts: Dict[str, Dict[str, int]], classes: List[str], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(classes) + 2), 4))
+    width = 0.8 / max(1, len(counts))
+    for k, (split, per) in enumerate(counts.items()):
+        xs = [i + (k - (len(counts) - 1) / 2) * width for i in range(len(classes))]
+        ax.bar(xs, [per.get(c, 0) for c in classes], width, label=split)
+    ax.set_xticks(range(len(classes)))
+    ax.set_xticklabels(classes, rotation=45 if len(classes) > 6 else 0, ha="right" if len(classes) > 6 else "center")
+    ax.set_ylabel("images")
+    ax.set_title("Images per class")
+    if len(counts) > 1:
+        ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def inspect_folder(data: str, verify: bool = False, output: str = ".") -> int:
+    try:
+        disc = discover(data)
+    except DataError as e:
+        print(f"not usable: {e}")
+        return 1
+    files = sorted({p for items in disc.splits.values() for p, _ in items})
+    infos = scan_files(files, verify=verify, progress=True)
+    bad = [i for i in infos if not i.ok]
+    bad_set = {i.path for i in bad}
+    usable = {s: [(p, c) for p, c in items if p not in bad_set] for s, items in disc.splits.items()}
+    problem = None
+    try:
+        classes = _check_classes(disc, usable, disc.splits)
+    except DataError as e:
+        problem = str(e)
+        classes = sorted({c for items in disc.splits.values() for _, c in items})
+
+    split_note = " (train/val split made at training time: --val-split, --split-seed)" if "all" in usable else ""
+    print(f"data: {disc.root}  layout: {disc.layout}{split_note}")
+    print(f"classes ({len(classes)}): {', '.join(classes)}")
+    counts = {("images" if s == "all" else s): {c: sum(1 for _, x in items if x == c) for c in classes}
+              for s, items in usable.items()}
+    rows = [[c] + [counts[s][c] for s in counts] for c in classes]
+    rows.append(["total"] + [sum(per.values()) for per in counts.values()])
+    print(_table(rows, ["class"] + list(counts)))
+
+    good = [i for i in infos if i.ok]
+    if good:
+        ws, hs = [i.width for i in good], [i.height for i in good]
+        print(f"image size: width {min(ws)}-{max(ws)} (median {statistics.median(ws):g}), "
+              f"height {min(hs)}-{max(hs)} (median {statistics.median(hs):g}); "
+              f"formats: {', '.join(f'{k} {n}' for k, n in Counter(i.format for i in good).most_common())}; "
+              f"modes: {', '.join(f'{k} {n}' for k, n in Counter(i.mode for i in good).most_common())}")
+    ign = disc.ignored
+    print(f"skipped: {ign.get('hidden', 0)} hidden, {ign.get('non_image', 0)} non-image, "
+          f"{ign.get('stray', 0)} stray files outside class folders")
+    print(f"bad files: {len(bad)} of {len(infos)}{' (full decode)' if verify else ' (header check; --verify decodes all)'}")
+    for i in bad[:MAX_LISTED]:
+        print(f"  {i.path}: {i.reason}")
+    if len(bad) > MAX_LISTED:
+        print(f"  ... and {len(bad) - MAX_LISTED} more")
+
+    split_of = {p: s for s, items in usable.items() for p, _ in items}
+    groups = find_duplicates(split_of)
+    across = [g for g in groups if len({split_of[p] for p in g}) > 1]
+    within = [g for g in groups if len({split_of[p] for p in g}) == 1]
+    label_of = {p: c for items in usable.values() for p, c in items}
+    conflicts = [g for g in groups if len({label_of[p] for p in g}) > 1]
+    print(f"exact duplicates: {len(within)} groups within a set, {len(across)} across train/val/test; "
+          f"{len(conflicts)} of them filed under different classes")
+    for g in (across + within)[:MAX_LISTED]:
+        print("  " + " = ".join(str(p) for p in g))
+
+    if classes:
+        chart = _plot(counts, classes, Path(output) / "class_distribution.png")
+        print(f"chart: {chart}")
+    if problem:
+        print(f"not usable: {problem}")
+        return 1
+    print("usable: yes")
+    return 0
