@@ -1,0 +1,188 @@
+"""Building blocks of FasterViT: position biases, window attention, windowing helpers.
+
+Module and buffer names follow the official release so its state dicts load with
+``strict=True``. The position biases are produced by small MLPs over relative
+coordinates; in eval mode the result is cached in the (official) ``relative_bias``
+buffer and recomputed only when the MLP weights or the buffer change (in-place EMA
+updates and ``load_state_dict`` bump tensor version counters, which we track).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def _compiling() -> bool:
+    return torch.compiler.is_compiling()
+
+
+class _CachedBias(nn.Module):
+    """Base class: ``forward()`` returns the bias; eval-time results are cached in
+    ``self.relative_bias`` (a persistent buffer, part of the official state dict)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cache_key = None
+
+    def compute(self) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _key(self):
+        params = tuple(p._version for p in self.cpb_mlp.parameters())
+        b = self.relative_bias
+        return params + (b._version, b.device, b.data_ptr())
+
+    def train(self, mode: bool = True):
+        self._cache_key = None
+        return super().train(mode)
+
+    def forward(self) -> torch.Tensor:
+        if self.training or _compiling():
+            return self.compute()
+        if self._cache_key is None or self._cache_key != self._key():
+            with torch.no_grad(), torch.autocast(self.relative_bias.device.type, enabled=False):
+                bias = self.compute().float()
+            if bias.shape == self.relative_bias.shape:
+                self.relative_bias.copy_(bias)
+            else:  # input-dependent length (rank-1 embeddings on odd inputs): do not cache
+                return bias
+            self._cache_key = self._key()
+        return self.relative_bias
+
+
+class WindowPosBias(_CachedBias):
+    """Continuous relative-position bias (log-spaced coordinates -> MLP -> 16*sigmoid),
+    laid out as a (1, heads, seq, seq) attention mask. Carrier tokens, when present,
+    occupy the first ``seq - window**2`` rows/columns and get zero bias."""
+
+    def __init__(self, window_size: int, num_heads: int, seq_length: int) -> None:
+        super().__init__()
+        w = window_size
+        self.window_size = w
+        self.num_heads = num_heads
+        self.seq_length = seq_length
+        self.cpb_mlp = nn.Sequential(nn.Linear(2, 512, bias=True), nn.ReLU(inplace=True),
+                                     nn.Linear(512, num_heads, bias=False))
+        rel = torch.arange(-(w - 1), w, dtype=torch.float32)
+        table = torch.stack(torch.meshgrid(rel, rel, indexing="ij"), dim=-1).unsqueeze(0)
+        table = table / max(w - 1, 1)  # a 1x1 window has only offset 0 (avoid 0/0)
+        table = torch.sign(table) * torch.log2(table.abs() * 8 + 1.0) / math.log2(8)
+        self.register_buffer("relative_coords_table", table)
+        pos = torch.arange(w)
+        coords = torch.stack(torch.meshgrid(pos, pos, indexing="ij")).flatten(1)  # 2, w*w
+        rel_idx = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (w - 1)
+        self.register_buffer("relative_position_index", rel_idx[..., 0] * (2 * w - 1) + rel_idx[..., 1])
+        self.register_buffer("relative_bias", torch.zeros(1, num_heads, seq_length, seq_length))
+
+    def compute(self) -> torch.Tensor:
+        table = self.cpb_mlp(self.relative_coords_table).view(-1, self.num_heads)
+        n = self.window_size ** 2
+        bias = table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
+        bias = 16 * torch.sigmoid(bias)
+        extra = self.seq_length - n
+        if extra > 0:
+            bias = F.pad(bias, (extra, 0, extra, 0))
+        return bias.unsqueeze(0)
+
+
+class TokenPosEmbed(_CachedBias):
+    """Absolute position embedding of a square token grid: MLP over coordinates in [-1, 1)
+    added to the tokens. ``seq_length`` is the number of tokens it is built for."""
+
+    def __init__(self, dim: int, seq_length: int) -> None:
+        super().__init__()
+        self.cpb_mlp = nn.Sequential(nn.Linear(2, 512, bias=True), nn.ReLU(),
+                                     nn.Linear(512, dim, bias=False))
+        self.seq_length = seq_length
+        self.register_buffer("relative_bias", torch.zeros(1, seq_length, dim))
+        self.register_buffer("grid", self._grid(seq_length), persistent=False)
+
+    @staticmethod
+    def _grid(seq_length: int, device=None) -> torch.Tensor:
+        side = int(seq_length ** 0.5)
+        pos = torch.arange(side, dtype=torch.float32, device=device)
+        half = max(side // 2, 1)  # a single token sits at 0 (avoid 0/0)
+        grid = torch.stack(torch.meshgrid(pos, pos, indexing="ij")).flatten(1)  # 2, side*side
+        return ((grid - side // 2) / half).t().unsqueeze(0)
+
+    def compute(self, seq_length: int | None = None) -> torch.Tensor:
+        grid = self.grid if seq_length in (None, self.seq_length) else self._grid(seq_length, self.grid.device)
+        return self.cpb_mlp(grid)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != self.seq_length:
+            return x + self.compute(x.shape[1])
+        return x + super().forward()
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention over a token sequence with a learned position bias,
+    computed with ``F.scaled_dot_product_attention`` (bias passed as ``attn_mask``)."""
+
+    def __init__(self, dim: int, num_heads: int, window_size: int, seq_length: int,
+                 qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.pos_emb_funct = WindowPosBias(window_size, num_heads, seq_length)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        bias = self.pos_emb_funct().to(q.dtype)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
+                                           dropout_p=self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
+
+
+# -- windowing -------------------------------------------------------------------------
+def window_partition(x: torch.Tensor, w: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B * H/w * W/w, w*w, C), windows in row-major order."""
+    B, C, H, W = x.shape
+    x = x.reshape(B, C, H // w, w, W // w, w).permute(0, 2, 4, 3, 5, 1)
+    return x.reshape(-1, w * w, C)
+
+
+def window_reverse(x: torch.Tensor, w: int, H: int, W: int) -> torch.Tensor:
+    """Inverse of :func:`window_partition`."""
+    C = x.shape[-1]
+    B = x.shape[0] // ((H // w) * (W // w))
+    x = x.reshape(B, H // w, W // w, w, w, C).permute(0, 5, 1, 3, 2, 4)
+    return x.reshape(B, C, H, W)
+
+
+def carrier_to_grid(ct: torch.Tensor, sh: int, sw: int, c: int) -> torch.Tensor:
+    """Carrier tokens grouped per window (B, sh*sw*c*c, C) -> raster order of the
+    (sh*c, sw*c) carrier grid."""
+    B, _, C = ct.shape
+    return ct.reshape(B, sh, sw, c, c, C).permute(0, 1, 3, 2, 4, 5).reshape(B, -1, C)
+
+
+def grid_to_carrier(ct: torch.Tensor, sh: int, sw: int, c: int) -> torch.Tensor:
+    """Raster carrier grid -> per-window groups (B, windows, c*c, C).
+
+    The reference implementation reads the raster grid back as (sw*c, sh*c); for square
+    grids that is the exact inverse of :func:`carrier_to_grid`, for non-square ones it
+    reorders windows. We keep the reference layout so official weights behave the same."""
+    B, _, C = ct.shape
+    return ct.reshape(B, sw, c, sh, c, C).permute(0, 1, 3, 2, 4, 5).reshape(B, sh * sw, c * c, C)
