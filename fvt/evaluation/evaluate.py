@@ -1,0 +1,126 @@
+"""``fvt eval``: run a checkpoint over a labelled set and write metrics, tables and figures.
+
+Under torchrun every rank runs its shard of the data; ``run_inference`` gathers all logits
+on every rank and only rank 0 computes metrics and writes files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from ..errors import UsageError
+from . import figures
+from .metrics import compute_metrics, json_metrics, most_confident_mistakes, softmax
+
+FIGURES = {  # file name -> title in report.html (the report shows them in this order)
+    "confusion_matrix.png": "Confusion matrix (counts)",
+    "confusion_matrix_normalized.png": "Confusion matrix (row-normalised)",
+    "roc_curves.png": "ROC curves (one-vs-rest)",
+    "pr_curves.png": "Precision-recall curves",
+    "reliability.png": "Calibration: reliability diagram",
+    "mistakes.png": "Most confident mistakes",
+}
+MAX_MISTAKES = 16
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        return None if math.isnan(float(x)) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def write_predictions_csv(path: Path, paths: Sequence[str], targets: np.ndarray, probs: np.ndarray,
+                          classes: Sequence[str]) -> None:
+    """Columns: path, true, pred, then one probability column per class name."""
+    preds = probs.argmax(axis=1)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "true", "pred", *classes])
+        for p, t, q, row in zip(paths, targets, preds, probs):
+            w.writerow([p, classes[t], classes[q], *(f"{v:.6f}" for v in row)])
+
+
+def write_eval_outputs(out: Path, logits: np.ndarray, targets: np.ndarray, paths: Sequence[str],
+                       classes: Sequence[str], extra: Optional[dict] = None) -> dict:
+    """Every eval file from logits/targets; returns the metrics dict (as written to metrics.json)."""
+    from ..data import load_image
+
+    out.mkdir(parents=True, exist_ok=True)
+    m = compute_metrics(logits, targets, classes)
+    probs = softmax(logits)
+    record = {**(extra or {}), **json_metrics(m), "top1_unit": "percent"}
+    (out / "metrics.json").write_text(json.dumps(_jsonable(record), indent=2))
+    (out / "classification_report.txt").write_text(m["classification_report"])
+    write_predictions_csv(out / "predictions.csv", paths, targets, probs, classes)
+    cm = np.asarray(m["confusion_matrix"])
+    figures.confusion_matrix_figure(cm, classes, out / "confusion_matrix.png", normalized=False)
+    figures.confusion_matrix_figure(np.asarray(m["confusion_matrix_normalized"]), classes,
+                                    out / "confusion_matrix_normalized.png", normalized=True)
+    figures.roc_figure(m["curves"], out / "roc_curves.png")
+    figures.pr_figure(m["curves"], out / "pr_curves.png")
+    figures.reliability_figure(m["calibration"], out / "reliability.png")
+    preds = probs.argmax(axis=1)
+    items = [{"path": paths[i], "true": classes[targets[i]], "pred": classes[preds[i]], "prob": float(probs[i, preds[i]])}
+             for i in most_confident_mistakes(probs, targets, MAX_MISTAKES)]
+    figures.mistakes_figure(items, out / "mistakes.png", load_image)
+    return record
+
+
+def evaluate_checkpoint(checkpoint: Union[str, Path], data: Optional[Union[str, Path]] = None,
+                        output: Optional[Union[str, Path]] = None, ema: bool = False,
+                        batch_size: Optional[int] = None, device: str = "auto", workers: int = 2,
+                        log=print) -> Optional[dict]:
+    """Evaluate ``checkpoint`` on ``data`` (default: the run's own val split) into ``output``
+    (default: RUN/eval). Returns the metrics on rank 0, None on other ranks."""
+    from ..data import build_eval_loader, load_eval_set
+    from ..engine import distributed as D
+    from ..engine.evaluate import run_inference
+    from .loading import load_any
+    from .report import write_report
+
+    dist = D.init_distributed(device)
+    checkpoint = Path(checkpoint).expanduser()
+    loaded = load_any(checkpoint, ema=ema, device=str(dist.device))
+    if loaded.model is None:
+        raise UsageError(f"fvt eval needs an fvt checkpoint or a safetensors export, not {checkpoint.name}; "
+                         f"use fvt predict for ONNX files")
+    config = (loaded.info or {}).get("config")
+    if config is None and data is None:
+        raise UsageError(f"{checkpoint} carries no training config, so there is no val split to use; pass --data DIR")
+    run_dir = checkpoint.parent
+    out = Path(output).expanduser() if output else run_dir / "eval"
+    dataset = load_eval_set(config or {}, run_dir=run_dir, data_override=data,
+                            preprocessing=loaded.preprocessing, classes=loaded.classes)
+    bs = batch_size or (config or {}).get("data", {}).get("eval_batch_size") or 64
+    loader = build_eval_loader(dataset, bs, workers=workers, rank=dist.rank, world_size=dist.world_size)
+    if dist.is_main:
+        where = data if data is not None else "the run's validation split"
+        log(f"evaluating {checkpoint} ({loaded.model_name}, {loaded.info.get('weights', 'raw')} weights) "
+            f"on {len(dataset)} images from {where}, {dist.world_size} process(es)")
+    logits, targets, indices = run_inference(loaded.model, loader, dist.device)
+    if not dist.is_main:
+        D.barrier()
+        return None
+    paths: List[str] = [str(dataset.paths[i]) for i in indices.tolist()]
+    extra = {"checkpoint": str(checkpoint), "weights": loaded.info.get("weights", "raw"),
+             "model_name": loaded.model_name, "epoch": loaded.info.get("epoch"),
+             "data": str(data) if data is not None else "run val split", "world_size": dist.world_size}
+    record = write_eval_outputs(out, logits.numpy(), targets.numpy(), paths, loaded.classes, extra)
+    reports = [write_report(run_dir, out, out / "report.html")]
+    if (run_dir / "config.yaml").is_file() and reports[0] != run_dir / "report.html":
+        reports.append(write_report(run_dir, out))  # refresh the run's own report with this evaluation
+    record["_reports"] = [str(r) for r in reports]
+    D.barrier()
+    return record
