@@ -64,8 +64,8 @@ def check_image(path: Union[str, Path], verify: bool = False) -> FileInfo:
             warnings.simplefilter("ignore")
             with Image.open(path) as im:
                 info = FileInfo(path, True, "", im.size[0], im.size[1], im.format or "", im.mode, nbytes)
-    except Image.DecompressionBombError as e:
-        return FileInfo(path, False, f"decompression bomb: {str(e).split('.')[0]}", nbytes=nbytes)
+    except Image.DecompressionBombError:
+        return FileInfo(path, False, f"decompression bomb: more than {2 * Image.MAX_IMAGE_PIXELS} pixels", nbytes=nbytes)
     except UnidentifiedImageError:
         return FileInfo(path, False, "not an image (unrecognised content)", nbytes=nbytes)
     except (OSError, ValueError, SyntaxError, EOFError) as e:
