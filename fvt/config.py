@@ -28,6 +28,10 @@ def opt(default, help: str, choices=None, **kw):
     return field(default=default, metadata=meta, **kw)
 
 
+# OptimConfig has a field named `opt`, which shadows the helper inside its class body.
+_opt = opt
+
+
 @dataclass
 class ModelConfig:
     model: str = opt("faster_vit_0_224", "Model name (see `fvt models`).")
@@ -84,19 +88,19 @@ class AugConfig:
 
 @dataclass
 class OptimConfig:
-    opt: str = opt("adamw", "Optimizer: any timm optimizer name (adamw, sgd, lamb, lion, ...) or sophia.")
-    lr: float = opt(1e-3, "Peak learning rate (after optional --lr-base-batch scaling).")
-    lr_base_batch: Optional[int] = opt(None, "If set, lr is scaled linearly by global_batch / lr_base_batch.")
-    weight_decay: float = opt(0.05, "Weight decay (never applied to norms, biases, position-bias MLPs).")
-    momentum: float = opt(0.9, "SGD momentum.")
-    opt_eps: Optional[float] = opt(None, "Optimizer epsilon.")
-    opt_betas: Optional[list] = opt(None, "Optimizer betas.")
-    layer_decay: Optional[float] = opt(None, "Layer-wise lr decay factor (e.g. 0.75); none disables.")
-    clip_grad: Optional[float] = opt(None, "Gradient clipping threshold; none disables.")
-    clip_mode: str = opt("norm", "Gradient clipping mode.", choices=("norm", "value", "agc"))
-    accum_steps: int = opt(1, "Gradient accumulation steps.")
-    sophia_rho: float = opt(0.04, "SophiaG clipping rho.")
-    hess_interval: int = opt(10, "SophiaG: refresh the Hessian estimate every k optimizer steps.")
+    opt: str = _opt("adamw", "Optimizer: any timm optimizer name (adamw, sgd, lamb, lion, ...) or sophia.")
+    lr: float = _opt(1e-3, "Peak learning rate (after optional --lr-base-batch scaling).")
+    lr_base_batch: Optional[int] = _opt(None, "If set, lr is scaled linearly by global_batch / lr_base_batch.")
+    weight_decay: float = _opt(0.05, "Weight decay (never applied to norms, biases, position-bias MLPs).")
+    momentum: float = _opt(0.9, "SGD momentum.")
+    opt_eps: Optional[float] = _opt(None, "Optimizer epsilon.")
+    opt_betas: Optional[list] = _opt(None, "Optimizer betas.")
+    layer_decay: Optional[float] = _opt(None, "Layer-wise lr decay factor (e.g. 0.75); none disables.")
+    clip_grad: Optional[float] = _opt(None, "Gradient clipping threshold; none disables.")
+    clip_mode: str = _opt("norm", "Gradient clipping mode.", choices=("norm", "value", "agc"))
+    accum_steps: int = _opt(1, "Gradient accumulation steps.")
+    sophia_rho: float = _opt(0.04, "SophiaG clipping rho.")
+    hess_interval: int = _opt(10, "SophiaG: refresh the Hessian estimate every k optimizer steps.")
 
 
 @dataclass

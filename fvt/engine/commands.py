@@ -1,0 +1,52 @@
+"""`fvt train`: flags generated from the typed config, plus --config FILE.yaml.
+
+Precedence: flag > --config file > default. The effective config is saved as
+RUN/config.yaml by the trainer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ..config import add_config_arguments, config_from_args
+
+EPILOG = """examples:
+  fvt train --data ../shared/datasets/flowers --config configs/flowers.yaml --output runs/flowers
+  fvt train --data DIR --pretrained faster_vit_0_224_1k.pth.tar --freeze stages:2 --img-size 160
+  fvt train --output runs/flowers --data DIR --resume auto --epochs 60        # continue a run
+  torchrun --nproc_per_node=2 -m fvt train --data DIR --batch-size 64          # DDP, 64 per process
+"""
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    parser.add_argument("--config", metavar="FILE.yaml",
+                        help="YAML config (flat `lr: 0.001` or sectioned `optim: {lr: 0.001}`); flags override it")
+    add_config_arguments(parser)
+    _strict_unknown_flags(parser)
+
+
+def _strict_unknown_flags(parser: argparse.ArgumentParser) -> None:
+    # The top-level parser reports leftovers without knowing this subcommand's flags; report them
+    # here instead, where the parser's error() can suggest the closest train flag.
+    parse_known = parser.parse_known_args
+
+    def strict(args=None, namespace=None):
+        ns, extra = parse_known(args, namespace)
+        if extra:
+            parser.error("unrecognized arguments: " + " ".join(extra))
+        return ns, extra
+
+    parser.parse_known_args = strict
+
+
+def run_train(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    cfg = config_from_args(args)
+    from . import train
+
+    result = train(cfg)
+    return 130 if result.get("stopped_by") == "interrupted" else 0

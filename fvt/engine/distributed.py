@@ -1,0 +1,154 @@
+"""Process-group helpers for runs under torchrun (or a single plain process).
+
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK (and MASTER_ADDR / MASTER_PORT or a c10d
+rendezvous); we read them, pick NCCL on CUDA and gloo on CPU, and give every other module
+one small object (:class:`DistInfo`) instead of sprinkling ``dist.get_rank()`` around.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+
+from ..errors import UsageError
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """'auto' -> this process's GPU when there is one, else CPU; 'cuda' -> cuda:LOCAL_RANK."""
+    name = (name or "auto").lower()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name}: no CUDA device is available here; use --device cpu")
+        if name == "cuda":
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        return torch.device(name)
+    if name != "cpu":
+        raise UsageError(f"--device {name!r} is not understood; use auto, cpu, cuda or cuda:N")
+    return torch.device("cpu")
+
+
+def init_distributed(device: str = "auto", timeout_s: int = 1800) -> DistInfo:
+    """Join the process group when torchrun launched us; otherwise describe a single process."""
+    if dist.is_available() and dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+        local = int(os.environ.get("LOCAL_RANK", rank))
+        return DistInfo(rank, world, local, resolve_device(device, local))
+    if not launched_by_torchrun() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return DistInfo(device=resolve_device(device, int(os.environ.get("LOCAL_RANK", 0))))
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    dev = resolve_device(device, local)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    backend = "nccl" if dev.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local, dev)
+
+
+def is_initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_initialized() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_initialized() else 1
+
+
+def is_main_process() -> bool:
+    return get_rank() == 0
+
+
+def barrier() -> None:
+    if is_initialized():
+        dist.barrier()
+
+
+def cleanup() -> None:
+    if is_initialized():
+        dist.destroy_process_group()
+
+
+def _comm_device(t: torch.Tensor) -> torch.device:
+    # NCCL only moves CUDA tensors; gloo wants CPU ones.
+    if is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
+    """Sum of ``value`` over ranks (a copy; the input is untouched)."""
+    t = value.detach().clone()
+    if is_initialized():
+        dev = t.device
+        t = t.to(_comm_device(t))
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        t = t.to(dev)
+    return t
+
+
+def all_reduce_max(value: torch.Tensor) -> torch.Tensor:
+    t = value.detach().clone()
+    if is_initialized():
+        dev = t.device
+        t = t.to(_comm_device(t))
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        t = t.to(dev)
+    return t
+
+
+def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
+    return all_reduce_sum(value) / get_world_size()
+
+
+def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
+    """Concatenate along dim 0 the tensors of every rank (sizes may differ between ranks)."""
+    if not is_initialized() or get_world_size() == 1:
+        return t
+    dev, comm = t.device, _comm_device(t)
+    t = t.contiguous().to(comm)
+    n = torch.tensor([t.shape[0]], device=comm, dtype=torch.long)
+    sizes = [torch.zeros_like(n) for _ in range(get_world_size())]
+    dist.all_gather(sizes, n)
+    sizes = [int(s.item()) for s in sizes]
+    pad = torch.zeros((max(sizes) - t.shape[0], *t.shape[1:]), dtype=t.dtype, device=comm)
+    padded = torch.cat([t, pad])
+    out = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(out, padded)
+    return torch.cat([o[:s] for o, s in zip(out, sizes)]).to(dev)
+
+
+def broadcast_object(obj: Optional[object], src: int = 0) -> object:
+    if not is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]

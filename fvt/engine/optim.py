@@ -1,0 +1,76 @@
+"""Optimizer and lr schedule from the config, through timm's factories.
+
+timm's ``create_optimizer_v2`` puts norms, biases (any 1-d parameter) and the names the model
+lists in ``no_weight_decay()`` (position-bias MLPs, carrier-token position embeddings) in a
+group without weight decay, and applies layer-wise lr decay via ``group_matcher()``.
+SophiaG is registered with timm's optimizer registry (fvt.engine.sophia) so it gets the same
+treatment.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+from ..config import Config
+from ..errors import UsageError
+from . import sophia  # noqa: F401  (registers "sophia" with timm)
+
+
+def effective_lr(cfg: Config, global_batch: int) -> float:
+    """The peak lr: --lr, scaled linearly by global_batch / --lr-base-batch when that is set."""
+    o = cfg.optim
+    if o.lr_base_batch:
+        return o.lr * global_batch / o.lr_base_batch
+    return o.lr
+
+
+def build_optimizer(model: torch.nn.Module, cfg: Config, lr: float) -> torch.optim.Optimizer:
+    from timm.optim import create_optimizer_v2, list_optimizers
+
+    o = cfg.optim
+    name = o.opt.lower()
+    known = set(list_optimizers()) | {"sophia", "sophiag"}
+    if name not in known:
+        import difflib
+
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise UsageError(f"unknown optimizer --opt {o.opt!r}{hint}")
+    kwargs = {}
+    if o.opt_eps is not None:
+        kwargs["eps"] = o.opt_eps
+    if o.opt_betas is not None:
+        kwargs["betas"] = tuple(float(b) for b in o.opt_betas)
+    if name in ("sophia", "sophiag"):
+        kwargs["rho"] = o.sophia_rho
+    if not any(p.requires_grad for p in model.parameters()):
+        raise UsageError("nothing to train: every parameter is frozen (check --freeze)")
+    try:
+        return create_optimizer_v2(
+            model, opt=name, lr=lr, weight_decay=o.weight_decay, momentum=o.momentum,
+            layer_decay=o.layer_decay, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"optimizer {o.opt!r}: {str(e).splitlines()[0]}") from None
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, updates_per_epoch: int) -> Tuple[Optional[object], int]:
+    """A timm scheduler stepped per optimizer update (``step_update``); returns (scheduler, epochs)."""
+    s = cfg.sched
+    if s.sched == "none":
+        return None, s.epochs
+    from timm.scheduler import create_scheduler_v2
+
+    sched, epochs = create_scheduler_v2(
+        optimizer, sched=s.sched, num_epochs=s.epochs, decay_epochs=s.decay_epochs,
+        decay_milestones=list(s.decay_milestones), cooldown_epochs=s.cooldown_epochs,
+        patience_epochs=s.patience_epochs, decay_rate=s.decay_rate, min_lr=s.min_lr,
+        warmup_lr=s.warmup_lr, warmup_epochs=s.warmup_epochs, step_on_epochs=False,
+        updates_per_epoch=max(1, updates_per_epoch), plateau_mode="max")
+    return sched, s.epochs
+
+
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The largest group lr (groups scaled down by layer decay report less)."""
+    return max(g["lr"] for g in optimizer.param_groups)

@@ -1,0 +1,179 @@
+"""One training epoch: forward/backward with AMP, accumulation, clipping, EMA, SophiaG refresh.
+
+Everything a step needs lives in :class:`TrainState` so that the trainer can checkpoint it
+between optimizer steps (the only points where a checkpoint is consistent).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+
+from ..errors import FvtError
+from . import distributed as D
+from .distill import distillation_loss, teacher_logits
+from .evaluate import autocast_context
+from .optim import current_lr
+from .rng import iter_keeping_rng
+from .sophia import SophiaG, refresh_hessian
+from .transfer import set_train_mode
+
+
+class TrainingDiverged(FvtError):
+    """A non-finite loss: the run stops, keeping the last good checkpoint."""
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0            # epochs completed
+    step: int = 0             # optimizer steps completed
+    position: int = 0         # samples of this rank consumed in the current epoch
+    best_history: list = field(default_factory=list)
+    bad_evals: int = 0        # evaluations without improvement (early stopping)
+    last_metrics: dict = field(default_factory=dict)
+
+
+@dataclass
+class StepParts:
+    model: torch.nn.Module            # what is called (DDP / compiled wrapper)
+    core: torch.nn.Module             # the plain model
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Optional[torch.amp.GradScaler]
+    ema: Any
+    criterion: Callable
+    mixup: Optional[Callable]
+    teacher: Any
+    keep_eval_bn: list
+    device: torch.device
+    amp_dtype: Optional[torch.dtype]
+    cfg: Any
+    student_mean: torch.Tensor
+    student_std: torch.Tensor
+
+
+def _kill_hook(step: int) -> None:
+    # Test hook for crash recovery: FVT_KILL_AFTER_STEP=N SIGKILLs this process after step N.
+    target = os.environ.get("FVT_KILL_AFTER_STEP")
+    if target and int(target) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def train_one_epoch(p: StepParts, loader, state: TrainState, on_step: Callable[[], None],
+                    log_step: Callable[[dict], None], is_main: bool) -> dict:
+    """Train until the loader is exhausted or max_steps; returns mean loss, img/s, samples."""
+    cfg = p.cfg
+    accum = max(1, cfg.optim.accum_steps)
+    bs = cfg.data.batch_size
+    set_train_mode(p.model, p.keep_eval_bn)
+    ddp = isinstance(p.model, torch.nn.parallel.DistributedDataParallel)
+    total_batches = len(loader)
+    show = is_main and sys.stderr.isatty() and os.environ.get("FVT_PROGRESS", "auto") != "off"
+    bar = None
+    if show:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_batches, desc=f"epoch {state.epoch + 1}", leave=False, dynamic_ncols=True)
+    loss_sum, loss_n, seen, t0 = 0.0, 0, 0, time.perf_counter()
+    micro, position0 = 0, state.position
+    batches = 0
+    remaining = len(loader.batch_sampler.sampler)  # this rank's samples left in the epoch
+    last_images = None
+    for batch in iter_keeping_rng(loader):
+        batches += 1
+        micro += 1
+        final = micro == accum or batches == total_batches
+        if batch is not None:
+            images, targets = batch[0].to(p.device, non_blocking=True), batch[1].to(p.device, non_blocking=True)
+            if cfg.model.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            soft = targets
+            if p.mixup is not None:
+                images, soft = p.mixup(images, targets)
+            sync = contextlib.nullcontext() if (final or not ddp) else p.model.no_sync()
+            with sync:
+                with autocast_context(p.device, p.amp_dtype):
+                    out = p.model(images)
+                    loss = p.criterion(out.float(), soft)
+                    if p.teacher is not None:
+                        t_out = teacher_logits(p.teacher, images, p.student_mean, p.student_std)
+                        loss = distillation_loss(out, t_out, loss, cfg.distill.distill, cfg.distill.distill_alpha,
+                                                 cfg.distill.distill_tau)
+                _check_finite(loss, state, batches)
+                scaled = loss / accum
+                (p.scaler.scale(scaled) if p.scaler is not None else scaled).backward()
+            loss_sum += float(loss.detach()) * images.shape[0]
+            loss_n += images.shape[0]
+            seen += images.shape[0]
+            last_images = images
+        if not final:
+            continue
+        micro = 0
+        _optimizer_step(p, state)
+        if isinstance(p.optimizer, SophiaG) and last_images is not None and state.step % max(1, cfg.optim.hess_interval) == 0:
+            scale = float(p.scaler.get_scale()) if p.scaler is not None else None
+            refresh_hessian(p.model, p.optimizer, last_images, autocast_context(p.device, p.amp_dtype), scale)
+        state.position = position0 + min(batches * bs, remaining)
+        lr = current_lr(p.optimizer)
+        elapsed = max(time.perf_counter() - t0, 1e-9)
+        if bar is not None:
+            bar.update(batches - bar.n)
+            bar.set_postfix(loss=f"{loss_sum / max(loss_n, 1):.4f}", lr=f"{lr:.2e}", ips=f"{seen * D.get_world_size() / elapsed:.0f}")
+        if cfg.train.log_every and state.step % cfg.train.log_every == 0:
+            log_step({"step": state.step, "epoch": state.epoch + 1, "loss": loss_sum / max(loss_n, 1), "lr": lr,
+                      "img_per_s": seen * D.get_world_size() / elapsed})
+        on_step()
+        _kill_hook(state.step)
+        if cfg.train.max_steps is not None and state.step >= cfg.train.max_steps:
+            break
+    if bar is not None:
+        bar.close()
+    elapsed = max(time.perf_counter() - t0, 1e-9)
+    stats = torch.tensor([loss_sum, float(loss_n)], dtype=torch.float64)
+    stats = D.all_reduce_sum(stats)
+    return {"train_loss": float(stats[0] / max(stats[1], 1)), "img_per_s": float(stats[1]) / elapsed,
+            "samples": int(stats[1])}
+
+
+def _check_finite(loss: torch.Tensor, state: TrainState, batch: int) -> None:
+    bad = torch.tensor([0.0 if torch.isfinite(loss.detach()).all() else 1.0])
+    if D.get_world_size() > 1:
+        bad = D.all_reduce_max(bad)  # every rank stops together
+    if bad.item():
+        raise TrainingDiverged(
+            f"non-finite loss ({float(loss.detach())}) at step {state.step + 1} (epoch {state.epoch + 1}, batch {batch}); "
+            "stopped, last.pt keeps the last good state. Try a lower --lr, --clip-grad 1.0 or --amp none")
+
+
+def _optimizer_step(p: StepParts, state: TrainState) -> None:
+    cfg = p.cfg
+    if cfg.optim.clip_grad is not None:
+        from timm.utils import dispatch_clip_grad
+
+        if p.scaler is not None:
+            p.scaler.unscale_(p.optimizer)
+        params = [q for q in p.core.parameters() if q.requires_grad]
+        dispatch_clip_grad(params, value=cfg.optim.clip_grad, mode=cfg.optim.clip_mode)
+    if p.scaler is not None:
+        p.scaler.step(p.optimizer)
+        p.scaler.update()
+    else:
+        p.optimizer.step()
+    p.optimizer.zero_grad(set_to_none=True)
+    state.step += 1
+    if p.ema is not None:
+        p.ema.update(p.core, step=state.step)
+    if p.scheduler is not None:
+        p.scheduler.step_update(num_updates=state.step)
+
+
+def finite_or_nan(x: float) -> float:
+    return x if math.isfinite(x) else float("nan")
