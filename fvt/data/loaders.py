@@ -21,9 +21,11 @@ from .dataset import ImageDataset, collate_drop_failed
 from .samplers import ShardSampler, TrainBatchSampler, make_train_sampler
 
 
-def _loader_kwargs(workers: int, pin_memory: Optional[bool]) -> dict:
+def _loader_kwargs(workers: int, pin_memory: Optional[bool], seed: int = 0) -> dict:
     workers = max(0, int(workers))
-    kw = dict(num_workers=workers, collate_fn=collate_drop_failed,
+    # An own generator: otherwise every iter(loader) draws from the global torch RNG, which
+    # would shift the training loop's random stream by the loader's bookkeeping.
+    kw = dict(num_workers=workers, collate_fn=collate_drop_failed, generator=torch.Generator().manual_seed(seed),
               pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory)
     if workers > 0:
         kw.update(persistent_workers=True, prefetch_factor=4)
@@ -39,7 +41,7 @@ def build_train_loader(data: Any, cfg: Any, rank: int = 0, world_size: int = 1, 
     seed = cfg.train.seed if seed is None else seed
     sampler = make_train_sampler(cfg.data.sampler, dataset.targets, rank, world_size, seed, cfg.data.repeats)
     loader = DataLoader(dataset, batch_sampler=TrainBatchSampler(sampler, cfg.data.batch_size),
-                        **_loader_kwargs(cfg.data.workers, pin_memory))
+                        **_loader_kwargs(cfg.data.workers, pin_memory, seed))
     loader.train_sampler = sampler
     return loader
 

@@ -114,27 +114,36 @@ class RASampler(TrainSampler):
 
 
 class TrainBatchSampler(Sampler):
-    """Batches of a ``TrainSampler``; only a trailing batch of size 1 is dropped."""
+    """Batches of a ``TrainSampler``; only a trailing batch of size 1 is dropped.
+
+    Batch boundaries are fixed relative to the start of the epoch (positions 0..bs-1, bs..),
+    so after ``set_start(n)`` the remaining batches are exactly those of an uninterrupted
+    epoch, even when ``n`` is not a multiple of the batch size."""
 
     def __init__(self, sampler: TrainSampler, batch_size: int):
         if batch_size < 1:
             raise ValueError("batch size must be >= 1")
         self.sampler, self.batch_size = sampler, int(batch_size)
 
+    def _positions(self) -> range:
+        start = getattr(self.sampler, "start", 0)
+        total = start + len(self.sampler)
+        if self.batch_size > 1 and total % self.batch_size == 1:
+            total -= 1  # a last batch of one sample: BatchNorm cannot train on it
+        return range(start, max(start, total))
+
     def __iter__(self):
+        pos = self._positions()
         batch = []
-        for item in self.sampler:
+        for p, item in zip(pos, self.sampler):
             batch.append(item)
-            if len(batch) == self.batch_size:
+            if (p + 1) % self.batch_size == 0 or p == pos[-1]:
                 yield batch
                 batch = []
-        if batch and (len(batch) > 1 or self.batch_size == 1):
-            yield batch
 
     def __len__(self) -> int:
-        n = len(self.sampler)
-        full, rest = divmod(n, self.batch_size)
-        return full + (1 if rest > 1 or (rest == 1 and self.batch_size == 1) else 0)
+        pos = self._positions()
+        return 0 if not pos else pos[-1] // self.batch_size - pos[0] // self.batch_size + 1
 
 
 class ShardSampler(Sampler):
