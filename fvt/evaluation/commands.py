@@ -66,10 +66,13 @@ def _write_predictions(path: Path, preds, failed, k: int) -> None:
 
 def _print_table(preds, k: int) -> None:
     width = min(max([len(p.source) for p in preds] + [4]), 60)
-    print(f"{'path':<{width}}  " + "  ".join(["pred (prob)"] + [f"top{i}" for i in range(2, k + 1)]))
-    for p in preds:
+    cells = [[f"{lab} ({pr:.3f})" for lab, pr in p.topk] for p in preds]
+    heads = ["pred (prob)"] + [f"top{i}" for i in range(2, k + 1)]
+    cw = [max([len(h)] + [len(r[j]) for r in cells if j < len(r)]) for j, h in enumerate(heads)]
+    print(f"{'path':<{width}}  " + "  ".join(f"{h:<{w}}" for h, w in zip(heads, cw)).rstrip())
+    for p, row in zip(preds, cells):
         src = p.source if len(p.source) <= width else "..." + p.source[-(width - 3):]
-        print(f"{src:<{width}}  " + "  ".join(f"{lab} ({pr:.3f})" for lab, pr in p.topk))
+        print(f"{src:<{width}}  " + "  ".join(f"{c:<{w}}" for c, w in zip(row, cw)).rstrip())
 
 
 def run_predict(args) -> int:

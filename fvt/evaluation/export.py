@@ -43,13 +43,37 @@ def _cpu_model(loaded: LoadedModel) -> torch.nn.Module:
     return loaded.model.float().cpu().eval()
 
 
+def _traceable(loaded: LoadedModel) -> torch.nn.Module:
+    model = _cpu_model(loaded)
+    # One eval forward fills the model's cached position biases, so the tracer records them as
+    # constants instead of the in-place cache update (which has no ONNX equivalent).
+    with torch.no_grad():
+        model(_example(loaded, 1))
+    return _EvalPinned(model)
+
+
+class _EvalPinned(torch.nn.Module):
+    """Keeps the wrapped model in eval mode: exporters call ``.train(False)``, which would
+    reset the model's bias cache and put the in-place update back into the trace."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def train(self, mode: bool = True):
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
 def export_onnx(loaded: LoadedModel, out: Path, opset: int = 17) -> float:
     """Write ``out`` (dynamic batch axis, fvt metadata) and return the max abs logit difference
     between onnxruntime and PyTorch on batches of 1 and 3."""
     import onnx
     import onnxruntime as ort
 
-    model = _cpu_model(loaded)
+    model = _traceable(loaded)
     x = _example(loaded, 2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
@@ -89,7 +113,7 @@ def export_safetensors(loaded: LoadedModel, out: Path) -> Path:
 def export_torchscript(loaded: LoadedModel, out: Path) -> float:
     """A traced TorchScript module with the metadata as the extra file ``fvt.json``; returns
     the max abs logit difference of the reloaded module against PyTorch at batch 3."""
-    model = _cpu_model(loaded)
+    model = _traceable(loaded)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model, _example(loaded, 2), check_trace=False)
