@@ -9,6 +9,7 @@ updates and ``load_state_dict`` bump tensor version counters, which we track).
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -44,7 +45,10 @@ class _CachedBias(nn.Module):
         if self.training or _compiling():
             return self.compute()
         if self._cache_key is None or self._cache_key != self._key():
-            with torch.no_grad(), torch.autocast(self.relative_bias.device.type, enabled=False):
+            dev = self.relative_bias.device.type
+            # the cache is kept in float32 whatever autocast is active around this call
+            amp_off = torch.autocast(dev, enabled=False) if dev in ("cpu", "cuda") else contextlib.nullcontext()
+            with torch.no_grad(), amp_off:
                 bias = self.compute().float()
             if bias.shape == self.relative_bias.shape:
                 self.relative_bias.copy_(bias)

@@ -1,0 +1,60 @@
+"""Throughput measurement shared by ``fvt bench`` and benchmarks/model_speed.py."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def _autocast(device: torch.device, amp: str):
+    if amp == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if amp == "fp16":
+        return torch.autocast(device.type, dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(model: nn.Module, img_size: tuple, batch_size: int = 32, amp: str = "none", mode: str = "eval",
+            steps: int = 5, warmup: int = 2, device: str = "cpu", channels_last: bool = False) -> float:
+    """Images per second of an eval forward (``mode='eval'``) or a full train step
+    (forward, cross-entropy, backward, SGD update) at ``img_size`` (H, W)."""
+    dev = torch.device(device)
+    model = model.to(dev)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    x = torch.randn(batch_size, 3, *img_size, device=dev).contiguous(memory_format=fmt)
+    if mode == "eval":
+        model.eval()
+
+        def step():
+            with torch.inference_mode(), _autocast(dev, amp):
+                model(x)
+    else:
+        model.train()
+        y = torch.randint(0, getattr(model, "num_classes", 1000) or 1000, (batch_size,), device=dev)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+
+        def step():
+            with _autocast(dev, amp):
+                loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    for _ in range(warmup):
+        step()
+    _sync(dev)
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(dev)
+    return batch_size * steps / (time.perf_counter() - t)
