@@ -135,7 +135,10 @@ def _train(cfg: Config, dist: D.DistInfo) -> dict:
     if cfg.model.grad_checkpointing and hasattr(model, "set_grad_checkpointing"):
         model.set_grad_checkpointing(True)
     if dist.distributed and cfg.model.sync_bn:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if dist.device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:  # torch's SyncBatchNorm runs on GPUs only
+            log("warning: --sync-bn needs CUDA devices; BatchNorm stays per-process on CPU")
     keep_eval_bn = frozen_batchnorms(model, cfg.model.bn_eval)
     model.to(dist.device)
     if cfg.model.channels_last:
