@@ -78,6 +78,18 @@ def test_only_rank0_writes(tmp_path):
     assert b0.val.paths == b1.val.paths  # same split computed independently
 
 
+def test_auto_split_keeps_identical_files_on_one_side(tmp_path):
+    root = tmp_path / "data"
+    make_class_folder(root, {"a": 10, "b": 10})
+    for i in range(10):  # every "a" image also filed under "b" -> 10 identical pairs
+        shutil.copy(root / "a" / f"{i:04d}.png", root / "b" / f"copy{i}.png")
+    b = build_data(cfg_for(root, val_split=0.3), None)
+    assert len(b.duplicates_within) == 10 and b.duplicates_across == []
+    val = set(b.val.paths)
+    assert all((g[0] in val) == (g[1] in val) for g in b.duplicates_within)
+    assert 0 < len(val) < 30
+
+
 def test_stratified_split_function_keeps_each_class_on_both_sides():
     items = [(Path(f"{c}/{i}.png"), c) for c, n in (("x", 2), ("y", 7), ("z", 1)) for i in range(n)]
     train, val = stratified_split(items, 0.3, seed=1)
@@ -170,5 +182,9 @@ def test_flowers_scan(tmp_path):
     total = {c: b.counts["train"][c] + b.counts["val"][c] for c in b.classes}
     assert total == {"daisy": 649, "dandelion": 894, "rose": 666, "sunflower": 623, "tulip": 836}
     assert not b.bad_files
-    groups = b.duplicates_across + b.duplicates_within
-    assert len(groups) == 5 and all(len(g) == 2 for g in groups)
+    # 5 pairs of identical files (4 of them filed under two classes); the split keeps each
+    # pair on one side, so none straddles train and val
+    assert b.duplicates_across == []
+    assert len(b.duplicates_within) == 5 and all(len(g) == 2 for g in b.duplicates_within)
+    assert sum(len({b.classes[t] for p, t in b.train.samples + b.val.samples if p in g}) == 2
+               for g in b.duplicates_within) == 4

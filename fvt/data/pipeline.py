@@ -77,9 +77,13 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def stratified_split(items: Labelled, val_fraction: float, seed: int) -> Tuple[Labelled, Labelled]:
+def stratified_split(items: Labelled, val_fraction: float, seed: int,
+                     keep_together: Sequence[Sequence[Path]] = ()) -> Tuple[Labelled, Labelled]:
     """Per class: shuffle (seeded) and hold out round(n * fraction) files, at least one when
-    the class has two or more, never all of them. Deterministic for a given file list."""
+    the class has two or more, never all of them. Deterministic for a given file list.
+
+    ``keep_together``: groups of identical files; each group ends on the side of its first
+    (sorted) file, so a duplicate never sits in train and val at once."""
     by_class: Dict[str, List[Path]] = {}
     for p, c in items:
         by_class.setdefault(c, []).append(p)
@@ -92,6 +96,16 @@ def stratified_split(items: Labelled, val_fraction: float, seed: int) -> Tuple[L
             k = min(max(k, 1), len(files) - 1)
         val += [(p, c) for p in sorted(files[:k])]
         train += [(p, c) for p in sorted(files[k:])]
+    if keep_together:
+        in_val = {p for p, _ in val}
+        for group in keep_together:
+            if min(group) in in_val:
+                in_val.update(group)
+            else:
+                in_val.difference_update(group)
+        everything = sorted(train + val, key=lambda pc: (pc[1], pc[0]))
+        train = [pc for pc in everything if pc[0] not in in_val]
+        val = [pc for pc in everything if pc[0] in in_val]
     return train, val
 
 
@@ -183,7 +197,8 @@ def build_data(cfg: Any, run_dir: Optional[PathLike] = None, rank: int = 0, worl
                 log.warning(f"reusing {split_path}: {gone} listed files are gone or bad, {new} new files "
                             "are not in it and are left out (delete it to re-split)")
         else:
-            train, val = stratified_split(usable["all"], d.val_split, d.split_seed)
+            groups = find_duplicates(p for p, _ in usable["all"])
+            train, val = stratified_split(usable["all"], d.val_split, d.split_seed, keep_together=groups)
             if writer:
                 payload = {"version": 1, "data": str(disc.root), "val_split": d.val_split,
                            "split_seed": d.split_seed, "classes": classes,
@@ -213,6 +228,11 @@ def build_data(cfg: Any, run_dir: Optional[PathLike] = None, rank: int = 0, worl
     groups = find_duplicates(splits_of)
     across = [g for g in groups if len({splits_of[p] for p in g}) > 1]
     within = [g for g in groups if len({splits_of[p] for p in g}) == 1]
+    label_of = {p: c for items in usable.values() for p, c in items}
+    conflicts = [g for g in groups if len({label_of[p] for p in g}) > 1]
+    if conflicts and rank == 0:
+        log.warning(f"{len(conflicts)} groups of identical files are filed under different classes "
+                    f"(e.g. {' = '.join(str(p) for p in conflicts[0][:2])}): check their labels")
     if across and rank == 0:
         log.warning(f"{len(across)} groups of identical files are in both train and val/test "
                     f"(e.g. {' = '.join(str(p) for p in across[0][:2])}): validation accuracy is optimistic")
