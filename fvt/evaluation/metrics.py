@@ -7,6 +7,7 @@ AUC / AP / ECE are fractions in [0, 1].
 
 from __future__ import annotations
 
+import warnings
 from typing import Dict, List, Sequence
 
 import numpy as np
@@ -83,6 +84,13 @@ def roc_pr_curves(probs: np.ndarray, targets: np.ndarray, classes: Sequence[str]
     }
 
 
+def _balanced_accuracy(targets: np.ndarray, preds: np.ndarray) -> float:
+    with warnings.catch_warnings():
+        # "y_pred contains classes not in y_true": expected when a class has no sample here.
+        warnings.simplefilter("ignore", UserWarning)
+        return float(balanced_accuracy_score(targets, preds))
+
+
 def compute_metrics(logits: np.ndarray, targets: np.ndarray, classes: Sequence[str]) -> dict:
     """All scalar and tabular metrics of one evaluation (JSON-ready, plus curve arrays under ``curves``)."""
     logits = np.asarray(logits, dtype=np.float64)
@@ -111,7 +119,7 @@ def compute_metrics(logits: np.ndarray, targets: np.ndarray, classes: Sequence[s
         out["top5"] = 100.0 * float(top_k_accuracy_score(targets, probs, k=5, labels=labels))
     out.update({
         "loss": loss,
-        "balanced_accuracy": 100.0 * float(balanced_accuracy_score(targets, preds)),
+        "balanced_accuracy": 100.0 * _balanced_accuracy(targets, preds),
         "roc_auc_macro": curves["macro_roc"]["auc"],
         "roc_auc_micro": curves["micro_roc"]["auc"],
         "roc_auc_per_class": {k: v["auc"] for k, v in curves["roc"].items()},
