@@ -45,8 +45,10 @@ def safe_load(path: Union[str, Path]) -> dict:
             obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
-        m = re.search(r"(?:GLOBAL|global) ([\w.]+)", msg)
-        what = f" ({m.group(1)})" if m else ""
+        m = re.search(r"GLOBAL ([\w.]+)", msg)
+        if not m:  # not a refused class: the bytes themselves are not a checkpoint
+            raise CheckpointError(f"{p} is not a readable checkpoint (corrupt or truncated?)") from None
+        what = f" ({m.group(1)})"
         raise CheckpointError(
             f"{p} needs arbitrary unpickling{what}; only tensors, plain Python types and argparse.Namespace are "
             f"allowed: re-save it as a plain state dict or .safetensors") from None
