@@ -67,7 +67,7 @@ def loader_speed(data: Path, size: int, workers: int, images: int, batch: int, d
     return n / dt
 
 
-def model_speed(name: str, size: int, batch: int, steps: int = 3) -> tuple:
+def model_speed(name: str, size: int, batch: int, steps: int = 2) -> tuple:
     try:
         from fvt.models import create_model
 
@@ -104,6 +104,7 @@ def main() -> int:
     ap.add_argument("--large-dir", type=Path, default=Path(tempfile.gettempdir()) / "fvt_flowers_2048")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--model", default="faster_vit_0_224")
+    ap.add_argument("--model-batch", type=int, default=32, help="batch of the timed model train step")
     ap.add_argument("--no-model", action="store_true")
     args = ap.parse_args()
     if not args.data.is_dir():
@@ -113,21 +114,27 @@ def main() -> int:
           f"{torch.get_num_threads()} threads")
     large = make_large(args.data, args.large_dir, max(1, args.large_images // 5))
     rows = []
-    for size in args.sizes:
-        model = model_speed(args.model, size, 32) if not args.no_model else (float("nan"), "-")
+    for size in args.sizes:  # loaders first, the (slow) model step last
         for w in args.workers:
             small = loader_speed(args.data, size, w, args.images, args.batch_size)
             big = loader_speed(large, size, w, args.large_images, args.batch_size)
-            nodraft = loader_speed(large, size, w, args.large_images, args.batch_size, draft=False)
-            rows.append((size, w, small, big, nodraft, model[0], model[1]))
+            # the full-resolution decode, for comparison: once per size (it is slow)
+            nodraft = (loader_speed(large, size, w, args.large_images, args.batch_size, draft=False)
+                       if w == args.workers[min(1, len(args.workers) - 1)] else float("nan"))
+            rows.append([size, w, small, big, nodraft])
             print(f"{size}px, {w} workers: flowers {small:.0f} img/s, 2048px photos {big:.0f} img/s "
-                  f"(without draft decode {nodraft:.0f}); {model[1]} bf16 train step {model[0]:.1f} img/s",
-                  flush=True)
+                  f"(full decode {nodraft:.0f})", flush=True)
+    models = {}
+    for size in args.sizes:
+        models[size] = model_speed(args.model, size, args.model_batch) if not args.no_model else (float("nan"), "-")
+        print(f"{size}px: {models[size][1]} bf16 train step {models[size][0]:.1f} img/s", flush=True)
+    rows = [r + list(models[r[0]]) for r in rows]
     print("\n| input | workers | flowers 128 px JPEG | 2048 px photos | 2048 px, no draft | model train step (bf16) |"
           " loader / model (2048 px) |")
     print("|---|---|---|---|---|---|---|")
     for size, w, small, big, nodraft, m, label in rows:
-        print(f"| {size} | {w} | {small:.0f} | {big:.0f} | {nodraft:.0f} | {m:.1f} ({label}) | {big / m:.1f}x |")
+        nd = "-" if nodraft != nodraft else f"{nodraft:.0f}"
+        print(f"| {size} | {w} | {small:.0f} | {big:.0f} | {nd} | {m:.1f} ({label}) | {big / m:.1f}x |")
     return 0
 
 

@@ -61,6 +61,12 @@ def test_auto_split_is_stratified_written_and_reused(tmp_path):
     solid((0, 0, 0)).save(root / "a" / "new.png")
     b2 = build_data(cfg_for(root, val_split=0.2, split_seed=7), run)
     assert set(b2.val.paths) == va and set(b2.train.paths) == tr
+    # a class added later cannot silently join a reused split
+    make_class_folder(tmp_path / "more", {"extra": 2})
+    shutil.move(str(tmp_path / "more" / "extra"), str(root / "extra"))
+    with pytest.raises(DataError, match=r"split.json was made for classes a, b, c but the data now has a, b, c, extra"):
+        build_data(cfg_for(root), run)
+    shutil.rmtree(root / "extra")
     # without the saved split, another seed gives another split
     b3 = build_data(cfg_for(root, val_split=0.2, split_seed=7), tmp_path / "run3")
     assert set(b3.val.paths) != va

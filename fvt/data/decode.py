@@ -51,15 +51,15 @@ def to_rgb(im: Image.Image, background: Tuple[int, int, int] = BACKGROUND) -> Im
 def _to_uint8(im: Image.Image) -> np.ndarray:
     # 16/32-bit integer or float grayscale: rescale by the range the values were stored in,
     # not by the image's own min/max (which would stretch contrast differently per image).
-    a = np.asarray(im, dtype=np.float64)
+    a = np.nan_to_num(np.asarray(im, dtype=np.float64))
+    peak = float(a.max()) if a.size else 0.0
     if im.mode == "F":
-        top = 1.0 if a.size and np.nanmax(a) <= 1.0 else 255.0
-    else:
-        top = 65535.0 if (im.mode.startswith("I;16") or (a.size and a.max() <= 65535)) else float(a.max())
-        if a.size and a.max() <= 255 and not im.mode.startswith("I;16"):
-            top = 255.0
-    a = np.nan_to_num(a) * (255.0 / max(top, 1e-12))
-    return np.clip(a + 0.5, 0, 255).astype(np.uint8)
+        top = 1.0 if peak <= 1.0 else 255.0
+    elif im.mode.startswith("I;16"):
+        top = 65535.0
+    else:  # "I": 32-bit integers, usually 8- or 16-bit data widened by the decoder
+        top = 255.0 if peak <= 255 else 65535.0 if peak <= 65535 else peak
+    return np.clip(a * (255.0 / top) + 0.5, 0, 255).astype(np.uint8)
 
 
 def load_image(path: Union[str, Path], min_size: Optional[int] = None,

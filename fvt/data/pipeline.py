@@ -123,10 +123,15 @@ def _load_split(path: Path, root: Path, present: Dict[Path, str]) -> Tuple[Label
                  for s in ("train", "val")}
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise DataError(f"{path} is not a valid split file ({e}); delete it to re-split") from None
+    saved_classes = saved.get("classes")
+    current = sorted(set(present.values()))
+    if saved_classes is not None and sorted(saved_classes) != current:
+        raise DataError(f"{path} was made for classes {', '.join(saved_classes)} but the data now has "
+                        f"{', '.join(current)}; delete it to re-split, or train into a new --output")
     gone = sum(1 for s in parts.values() for p, _ in s if p not in present)
     listed = {p for s in parts.values() for p, _ in s}
     new = sum(1 for p in present if p not in listed)
-    keep = {s: [(p, c) for p, c in v if p in present] for s, v in parts.items()}
+    keep = {s: [(p, present[p]) for p, _ in v if p in present] for s, v in parts.items()}
     return keep["train"], keep["val"], gone, new
 
 
@@ -219,6 +224,8 @@ def build_data(cfg: Any, run_dir: Optional[PathLike] = None, rank: int = 0, worl
         return ImageDataset([(p, idx[c]) for p, c in items], classes, transform, log_path, min_size)
 
     train_ds = make("train", train_transform(preproc, cfg.aug), max(preproc.input_size))
+    if train_ds is None:
+        raise DataError(f"no usable training image in {disc.root}")
     eval_tf = eval_transform(preproc)
     val_ds = make("val", eval_tf, preproc.min_decode_size)
     test_ds = make("test", eval_tf, preproc.min_decode_size)
