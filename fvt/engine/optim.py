@@ -62,12 +62,15 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, updates_per_e
         return None, s.epochs
     from timm.scheduler import create_scheduler_v2
 
+    # timm's plateau schedule only steps per epoch (on the validation metric); the others per update
+    per_epoch = s.sched == "plateau"
     sched, epochs = create_scheduler_v2(
         optimizer, sched=s.sched, num_epochs=s.epochs, decay_epochs=s.decay_epochs,
         decay_milestones=list(s.decay_milestones), cooldown_epochs=s.cooldown_epochs,
         patience_epochs=s.patience_epochs, decay_rate=s.decay_rate, min_lr=s.min_lr,
-        warmup_lr=s.warmup_lr, warmup_epochs=s.warmup_epochs, step_on_epochs=False,
-        updates_per_epoch=max(1, updates_per_epoch), plateau_mode="max")
+        warmup_lr=s.warmup_lr, warmup_epochs=s.warmup_epochs, step_on_epochs=per_epoch,
+        updates_per_epoch=max(1, updates_per_epoch),
+        plateau_mode="min" if cfg.train.best_metric == "loss" else "max")
     return sched, s.epochs
 
 

@@ -281,7 +281,8 @@ def _train(cfg: Config, dist: D.DistInfo) -> dict:
             row["epoch_time_s"] = stats["samples"] / max(stats["img_per_s"], 1e-9)
             if scheduler is not None:
                 metric = row.get(BEST_KEYS[cfg.train.best_metric], row.get("val_top1"))
-                scheduler.step(state.epoch, metric)
+                if metric is not None or cfg.sched.sched != "plateau":  # plateau needs a metric
+                    scheduler.step(state.epoch, metric)
             state.last_metrics = {k: v for k, v in row.items() if k.startswith(("val", "ema"))}
             improved = None
             key = BEST_KEYS[cfg.train.best_metric]
