@@ -47,6 +47,7 @@ def _manual_probs(ckpt, paths):
 
 def test_checkpoint_onnx_safetensors_agree_with_manual_pipeline(setup):
     root, data, ckpt = setup
+    assert fvt.Classifier is Classifier
     files = sorted(data.rglob("*.png"))
     ref = _manual_probs(ckpt, files)
     for artifact in (ckpt, root / "m.onnx", root / "m.safetensors"):

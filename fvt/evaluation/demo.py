@@ -7,12 +7,15 @@ exports ONNX, predicts a few images and prints where everything is."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
 from PIL import Image
+
+from ..errors import UsageError
 
 IMG = 32
 EPOCHS = 8
@@ -52,6 +55,23 @@ def demo_config(data: Path, run_dir: Path, epochs: int):
     return cfg
 
 
+def _clear_previous_run(run_dir: Path, data: Path, log) -> None:
+    """A second ``fvt demo`` into the same folder starts over instead of mixing two runs."""
+    if not run_dir.exists():
+        return
+    import yaml
+
+    cfg_file = run_dir / "config.yaml"
+    try:
+        previous = yaml.safe_load(cfg_file.read_text()) if cfg_file.is_file() else None
+    except yaml.YAMLError:
+        previous = None
+    if not previous or str((previous.get("data") or {}).get("data")) != str(data):
+        raise UsageError(f"{run_dir} exists and is not a previous demo run; choose another --output")
+    log(f"removing the previous demo run in {run_dir}")
+    shutil.rmtree(run_dir)
+
+
 def run(out: Path, epochs: Optional[int] = None, log=print) -> int:
     from ..engine import train
     from .evaluate import evaluate_checkpoint
@@ -62,6 +82,7 @@ def run(out: Path, epochs: Optional[int] = None, log=print) -> int:
     t0 = time.time()
     out = Path(out).expanduser()
     data, run_dir = out / "digits", out / "run"
+    _clear_previous_run(run_dir, data, log)
     files = write_digits(data)
     log(f"[1/5] wrote {len(files)} handwritten-digit images (scikit-learn) to {data}/<digit>/")
     cfg = demo_config(data, run_dir, epochs or EPOCHS)
