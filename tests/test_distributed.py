@@ -49,6 +49,14 @@ def test_two_process_training_one_set_of_outputs_and_falling_loss(tmp_path):
     starts = [json.loads(line) for line in (out / "log.jsonl").open() if '"start"' in line]
     assert len(starts) == 1 and starts[0]["world_size"] == 2
     assert sum(1 for _ in out.glob("*.pt")) == 2  # last.pt, best.pt
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert len(ck["rng_per_rank"]) == 2  # each rank's RNG streams, for an exact DDP resume
+
+    r = _torchrun(["-m", "fvt", "train", "--data", data, "--output", out, *TINY, "--epochs", "5", "--batch-size", "4",
+                   "--lr", "2e-3", "--device", "cpu", "--amp", "none", "--no-ema", "--smoothing", "0",
+                   "--resume", "auto"])
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert [int(x["epoch"]) for x in csv.DictReader((out / "metrics.csv").open())] == [1, 2, 3, 4, 5]
 
 
 EVAL_SCRIPT = textwrap.dedent("""

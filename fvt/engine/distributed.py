@@ -146,6 +146,15 @@ def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
     return torch.cat([o[:s] for o, s in zip(out, sizes)]).to(dev)
 
 
+def all_gather_objects(obj: object) -> list:
+    """One picklable object per rank, in rank order (a one-element list without a process group)."""
+    if not is_initialized():
+        return [obj]
+    out = [None] * get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def broadcast_object(obj: Optional[object], src: int = 0) -> object:
     if not is_initialized():
         return obj

@@ -201,7 +201,10 @@ def _train(cfg: Config, dist: D.DistInfo) -> dict:
         state = TrainState(epoch=int(smp.get("epoch", ckpt["epoch"])), step=int(ckpt["step"]),
                            position=int(smp.get("start", 0)), best_history=list(ckpt.get("best_history") or []),
                            bad_evals=int(ckpt.get("bad_evals", 0)), last_metrics=dict(ckpt.get("metrics") or {}))
-        if ckpt.get("rng") is not None and dist.world_size == 1:
+        per_rank = ckpt.get("rng_per_rank")
+        if per_rank is not None and len(per_rank) == dist.world_size:
+            set_rng_state(per_rank[dist.rank])
+        elif ckpt.get("rng") is not None and dist.world_size == 1:
             set_rng_state(ckpt["rng"])
         log(f"resumed from {resume}: epoch {state.epoch} done, step {state.step}, {state.position} samples into the next")
         del ckpt
@@ -234,9 +237,14 @@ def _train(cfg: Config, dist: D.DistInfo) -> dict:
             "epoch_complete": epoch_complete,
         }
 
-    def save_last(epoch_complete: bool) -> None:
+    def save_last(epoch_complete: bool, gather: bool = True) -> None:
+        # every rank's RNG travels in the checkpoint, so a DDP resume restores each rank's streams
+        per_rank = D.all_gather_objects(get_rng_state()) if gather and dist.distributed else None
         if dist.is_main:
-            atomic_save(checkpoint(epoch_complete), run_dir / "last.pt")
+            ck = checkpoint(epoch_complete)
+            if per_rank is not None:
+                ck["rng_per_rank"] = per_rank
+            atomic_save(ck, run_dir / "last.pt")
 
     def on_step() -> None:
         n = cfg.train.save_every_steps
@@ -299,7 +307,7 @@ def _train(cfg: Config, dist: D.DistInfo) -> dict:
                 stopped_by = "early_stop"
                 break
     except KeyboardInterrupt:
-        save_last(False)
+        save_last(False, gather=False)  # ranks may be interrupted at different points: no collective
         log(f"interrupted: saved {run_dir / 'last.pt'} at step {state.step}; continue with --resume auto")
         logger.event("stop", reason="interrupted", step=state.step)
         logger.close()
