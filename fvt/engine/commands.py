@@ -1,6 +1,7 @@
 """`fvt train`: flags generated from the typed config, plus --config FILE.yaml.
 
-Precedence: flag > --config file > default. The effective config is saved as
+Precedence: flag > --config file > default; when resuming, the resumed run's saved
+config.yaml takes the place of the defaults. The effective config is saved as
 RUN/config.yaml by the trainer.
 """
 
@@ -9,8 +10,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
+from typing import Optional
 
-from ..config import add_config_arguments, config_from_args
+from ..config import Config, add_config_arguments, config_from_args
 
 EPILOG = """examples:
   fvt train --data ../shared/datasets/flowers --config configs/flowers.yaml --output runs/flowers
@@ -43,9 +46,24 @@ def _strict_unknown_flags(parser: argparse.ArgumentParser) -> None:
     parser.parse_known_args = strict
 
 
+def _resumed_run_config(cfg: Config) -> Optional[Path]:
+    """config.yaml of the run being resumed (next to its checkpoint), if there is one."""
+    r = cfg.train.resume
+    if not r:
+        return None
+    ckpt = Path(cfg.train.output) / "last.pt" if r == "auto" else Path(r)
+    saved = ckpt.parent / "config.yaml"
+    return saved if ckpt.is_file() and saved.is_file() else None
+
+
 def run_train(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     cfg = config_from_args(args)
+    saved = _resumed_run_config(cfg)
+    if saved is not None:
+        # resuming: the run's own config is the base, then --config and flags on top of it
+        cfg = config_from_args(args, base=Config.from_yaml(saved))
+        logging.getLogger("fvt").info(f"resume: options not given default to {saved}")
     from . import train
 
     result = train(cfg)
