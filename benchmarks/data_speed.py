@@ -13,6 +13,7 @@ Every number is one timed epoch after a warm-up epoch; other processes on the ma
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
 import sys
@@ -107,6 +108,7 @@ def main() -> int:
     ap.add_argument("--model-batch", type=int, default=32, help="batch of the timed model train step")
     ap.add_argument("--no-model", action="store_true")
     args = ap.parse_args()
+    logging.getLogger("fvt.data").setLevel(logging.ERROR)  # the flowers' duplicate warning, once per loader
     if not args.data.is_dir():
         print(f"data folder not found: {args.data} (pass --data or set FVT_FLOWERS)")
         return 1
