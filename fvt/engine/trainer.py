@@ -283,6 +283,7 @@ def _train(cfg: Config, dist: D.DistInfo) -> dict:
                 save_last(False)
                 stopped_by = "max_steps"
                 logger.epoch(row)
+                log(format_epoch_line(row, epochs) + f" | stopped at --max-steps {cfg.train.max_steps}")
                 break
             state.epoch += 1
             state.position = 0
