@@ -84,13 +84,24 @@ def evaluate_checkpoint(checkpoint: Union[str, Path], data: Optional[Union[str, 
                         log=print) -> Optional[dict]:
     """Evaluate ``checkpoint`` on ``data`` (default: the run's own val split) into ``output``
     (default: RUN/eval). Returns the metrics on rank 0, None on other ranks."""
+    from ..engine import distributed as D
+
+    owns_group = not D.is_initialized()
+    dist = D.init_distributed(device)
+    try:
+        return _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log)
+    finally:
+        if owns_group:  # leave a caller's process group alone
+            D.cleanup()
+
+
+def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log) -> Optional[dict]:
     from ..data import build_eval_loader, load_eval_set
     from ..engine import distributed as D
     from ..engine.evaluate import run_inference
     from .loading import load_any
     from .report import write_report
 
-    dist = D.init_distributed(device)
     checkpoint = Path(checkpoint).expanduser()
     loaded = load_any(checkpoint, ema=ema, device=str(dist.device))
     if loaded.model is None:

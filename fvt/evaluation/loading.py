@@ -154,7 +154,8 @@ def load_onnx(path: Path) -> LoadedModel:
     import onnxruntime as ort
 
     try:
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+        sess = ort.InferenceSession(str(path), providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types for a bad file
         raise CheckpointError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0]})") from None
     props = sess.get_modelmeta().custom_metadata_map
