@@ -15,7 +15,7 @@ def odd(tmp_path_factory):
     return write_odd_images(tmp_path_factory.mktemp("odd"))
 
 
-@pytest.mark.parametrize("kind", ["gray", "palette_gif", "rgba", "la", "cmyk", "16bit", "bitmap.bmp", "scan.TIF",
+@pytest.mark.parametrize("kind", ["gray", "palette_gif", "rgba", "la", "cmyk", "16bit", "48bit", "bitmap.bmp", "scan.TIF",
                                   "web.webp", "café ünï 写真.jpg"])
 def test_odd_formats_decode_to_expected_rgb(odd, kind):
     path, color, size = odd[kind]

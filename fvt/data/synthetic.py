@@ -43,14 +43,27 @@ def make_class_folder(root: Path, counts: Dict[str, int], size=(24, 24), ext: st
     return out
 
 
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
 def png_header_only(path: Path, width: int, height: int) -> Path:
     """A PNG whose header claims ``width x height`` (a decompression bomb's signature)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                           + chunk(b"IEND", b""))
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                           + _chunk(b"IEND", b""))
+    return Path(path)
+
+
+def png_rgb48(path: Path, rgb16: Tuple[int, int, int], size=(20, 16)) -> Path:
+    """A 16-bit-per-channel RGB PNG (Pillow cannot write one, so it is assembled by hand)."""
+    w, h = size
+    px = np.empty((h, w, 3), ">u2")
+    px[...] = rgb16
+    raw = b"".join(b"\0" + px[r].tobytes() for r in range(h))
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw))
+                           + _chunk(b"IEND", b""))
     return Path(path)
 
 
@@ -99,6 +112,8 @@ def write_odd_images(folder: Path) -> Dict[str, Tuple[Path, Tuple[int, int, int]
     i16 = Image.fromarray(np.full((16, 20), 40000, np.uint16))
     i16.save(folder / "deep16.png")
     out["16bit"] = (folder / "deep16.png", (round(40000 / 257),) * 3, (20, 16))
+    png_rgb48(folder / "deep48.png", (65535, 32768, 0))
+    out["48bit"] = (folder / "deep48.png", (255, 128, 0), (20, 16))
     # EXIF orientation 6 (rotate 90 CW to display): stored 40x20 -> shown 20x40.
     rot = Image.new("RGB", (40, 20), (0, 0, 255))
     rot.paste((255, 0, 0), (0, 0, 20, 20))  # left half red in storage -> top half after rotation
