@@ -9,6 +9,7 @@ from fvt.config import Config
 from fvt.engine.optim import build_optimizer, build_scheduler, effective_lr
 
 
+@pytest.mark.filterwarnings("ignore:PlateauLRScheduler is deprecated")
 @pytest.mark.parametrize("name", ["cosine", "step", "multistep", "plateau", "poly", "tanh"])
 def test_every_schedule_builds_and_saves_weights_only(name):
     cfg = Config()

@@ -41,10 +41,10 @@ def test_early_stopping_by_patience(tmp_path):
     # lr 0 and frozen BatchNorm statistics: the val loss cannot improve after epoch 1
     rc = main(["train", "--data", str(data), "--output", str(tmp_path / "r"), *TINY, "--epochs", "6",
                "--batch-size", "4", "--opt", "sgd", "--lr", "0", "--sched", "none", "--no-ema", "--bn-eval",
-               "--best-metric", "loss", "--early-stop", "2"])
+               "--best-metric", "loss", "--early-stop", "1"])
     assert rc == 0
     ck = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
-    assert ck["epoch"] == 3  # best at 1, then 2 evaluations without improvement
+    assert ck["epoch"] == 2  # best at 1, then 1 evaluation without improvement: stop
 
 
 def test_pretrained_freeze_log(tmp_path):
