@@ -85,11 +85,13 @@ def _build_model(cfg: Config, num_classes: int, input_size, log):
 
 def train(cfg: Config) -> dict:
     """Train as ``cfg`` says; returns a summary (best metric, last metrics, steps, run_dir, stopped_by)."""
+    created = not D.is_initialized()  # tear down only a process group this call set up
     dist = D.init_distributed(cfg.train.device)
     try:
         return _train(cfg, dist)
     finally:
-        D.cleanup()
+        if created:
+            D.cleanup()
 
 
 def _train(cfg: Config, dist: D.DistInfo) -> dict:
