@@ -104,14 +104,16 @@ def run(out: Path, epochs: Optional[int] = None, log=print) -> int:
         log(f"      {Path(p.source).relative_to(out)}: {p.label} ({p.prob:.2f}; then {alt})")
     eval_dir = run_dir / "eval"
     log(f"\ndone in {time.time() - t0:.0f} s. Artifacts:")
-    for path, what in [(run_dir / "report.html", "the report: open it in a browser (config, curves, every figure)"),
-                       (best, "best checkpoint"), (run_dir / "last.pt", "last checkpoint (resume with --resume auto)"),
-                       (run_dir / "metrics.csv", "per-epoch metrics"), (run_dir / "curves.png", "training curves"),
-                       (eval_dir / "metrics.json", "eval metrics (top1 in percent)"),
-                       (eval_dir / "predictions.csv", "per-image predictions and probabilities"),
-                       (eval_dir / "confusion_matrix.png", "confusion matrix (also ROC, PR, reliability, mistakes PNGs)"),
-                       (onnx_path, "ONNX export with classes + preprocessing inside")]:
-        log(f"  {str(path):<{len(str(run_dir)) + 24}} {what}")
+    artifacts = [(run_dir / "report.html", "the report: open it in a browser (config, curves, every figure)"),
+                 (best, "best checkpoint"), (run_dir / "last.pt", "last checkpoint (resume with --resume auto)"),
+                 (run_dir / "metrics.csv", "per-epoch metrics"), (run_dir / "curves.png", "training curves"),
+                 (eval_dir / "metrics.json", "eval metrics (top1 in percent)"),
+                 (eval_dir / "predictions.csv", "per-image predictions and probabilities"),
+                 (eval_dir / "confusion_matrix.png", "confusion matrix (also ROC, PR, reliability, mistakes PNGs)"),
+                 (onnx_path, "ONNX export with classes + preprocessing inside")]
+    width = max(len(str(p)) for p, _ in artifacts)
+    for path, what in artifacts:
+        log(f"  {str(path):<{width}}  {what}")
     log("\nNext, on your own images (one sub-folder per class):\n"
         "  fvt data inspect my_photos/\n"
         "  fvt train --data my_photos/ --output runs/mine --model faster_vit_0_224 --img-size 128 --epochs 30\n"
