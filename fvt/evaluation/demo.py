@@ -7,6 +7,7 @@ exports ONNX, predicts a few images and prints where everything is."""
 
 from __future__ import annotations
 
+import csv
 import shutil
 import time
 from pathlib import Path
@@ -96,9 +97,11 @@ def run(out: Path, epochs: Optional[int] = None, log=print) -> int:
     onnx_path = run_dir / "model.onnx"
     _, facts = export(load_any(best, device="cpu"), "onnx", onnx_path)
     log(f"[4/5] exported {onnx_path} (onnxruntime vs PyTorch max abs diff {facts['max_abs_diff']:.2g})")
-    sample = [files[i] for i in np.linspace(0, len(files) - 1, 6).astype(int)]
+    with open(run_dir / "eval" / "predictions.csv", newline="", encoding="utf-8") as f:
+        held_out = [row["path"] for row in csv.DictReader(f)]  # validation images: never trained on
+    sample = [held_out[i] for i in np.linspace(0, len(held_out) - 1, 6).astype(int)]
     preds = Classifier.from_checkpoint(onnx_path).predict(sample, topk=3)
-    log("[5/5] predictions on a few images (ONNX model; the folder name is the true digit):")
+    log("[5/5] predictions on a few validation images (ONNX model; the folder name is the true digit):")
     for p in preds:
         alt = ", ".join(f"{lab} {pr:.2f}" for lab, pr in p.topk[1:])
         log(f"      {Path(p.source).relative_to(out)}: {p.label} ({p.prob:.2f}; then {alt})")
