@@ -70,7 +70,7 @@ def check_parity(name, tmp_path, hw=None, batch=1):
 
     report = load_pretrained(model, path)
     assert report.source == "state_dict" and not report.missing and not report.reinitialised
-    h, w = hw or (224, 224)
+    h, w = model.img_size
     x = torch.randn(batch, 3, h, w, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected, got = ref(x), model(x)

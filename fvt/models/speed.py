@@ -24,9 +24,13 @@ def _sync(device: torch.device) -> None:
 
 
 def measure(model: nn.Module, img_size: tuple, batch_size: int = 32, amp: str = "none", mode: str = "eval",
-            steps: int = 5, warmup: int = 2, device: str = "cpu", channels_last: bool = False) -> float:
+            steps: int = 5, warmup: int = 2, device: str = "cpu", channels_last: bool = False,
+            clock: str = "wall") -> float:
     """Images per second of an eval forward (``mode='eval'``) or a full train step
-    (forward, cross-entropy, backward, SGD update) at ``img_size`` (H, W)."""
+    (forward, cross-entropy, backward, SGD update) at ``img_size`` (H, W).
+
+    ``clock='cpu'`` divides by this process's CPU time instead of wall time: images per
+    CPU-second, a fairer comparison on a machine shared with other jobs."""
     dev = torch.device(device)
     model = model.to(dev)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -52,9 +56,10 @@ def measure(model: nn.Module, img_size: tuple, batch_size: int = 32, amp: str = 
             opt.zero_grad(set_to_none=True)
     for _ in range(warmup):
         step()
+    timer = time.process_time if clock == "cpu" else time.perf_counter
     _sync(dev)
-    t = time.perf_counter()
+    t = timer()
     for _ in range(steps):
         step()
     _sync(dev)
-    return batch_size * steps / (time.perf_counter() - t)
+    return batch_size * steps / (timer() - t)
