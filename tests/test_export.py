@@ -76,7 +76,7 @@ def test_safetensors_weights_and_sidecar(ckpt, tmp_path):
         assert json.loads(f.metadata()["fvt"])["classes"] == CLASSES
 
 
-def test_torchscript_export(ckpt, tmp_path):
+def test_torchscript_export(ckpt, tmp_path, capsys):
     out = tmp_path / "m.pt"
     assert main(["export", "--checkpoint", str(ckpt), "--format", "torchscript", "--output", str(out)]) == 0
     extra = {"fvt.json": ""}
@@ -86,6 +86,9 @@ def test_torchscript_export(ckpt, tmp_path):
     x = torch.randn(4, 3, IMG, IMG)
     with torch.no_grad():
         np.testing.assert_allclose(ts(x).numpy(), model(x).numpy(), atol=1e-5)
+    img = next(ckpt.parent.parent.joinpath("data").rglob("*.png"))
+    assert main(["predict", "--checkpoint", str(out), str(img)]) == 2  # deployment format: a clear refusal
+    assert "TorchScript" in capsys.readouterr().err
 
 
 def test_failed_parity_check_fails_and_removes_file(ckpt, tmp_path, monkeypatch, capsys):

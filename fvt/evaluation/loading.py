@@ -167,6 +167,15 @@ def load_onnx(path: Path) -> LoadedModel:
                        dict(meta.get("model_kwargs") or {}), session=sess)
 
 
+def _is_torchscript(path: Path) -> bool:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any("/code/" in n or n.endswith("/constants.pkl") for n in z.namelist())
+
+
 def load_any(path: Union[str, Path], model_name: Optional[str] = None, ema: bool = False,
              device: str = "auto") -> LoadedModel:
     """Load whatever ``path`` is (see the module docstring)."""
@@ -178,6 +187,9 @@ def load_any(path: Union[str, Path], model_name: Optional[str] = None, ema: bool
     dev = _device(device)
     if suffix == ".safetensors":
         return load_safetensors(path, model_name, dev)
+    if _is_torchscript(path):
+        raise UsageError(f"{path} is a TorchScript export (load it with torch.jit.load); give fvt the checkpoint "
+                         f"it came from, or an ONNX / safetensors export")
     from ..models.checkpoint import safe_load
 
     ckpt = safe_load(path)
