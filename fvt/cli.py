@@ -43,26 +43,31 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser(only: str | None = None) -> ArgumentParser:
+def build_parser(only: str | None = None) -> tuple[ArgumentParser, ArgumentParser | None]:
     parser = ArgumentParser(prog="fvt", description="fvt - the FasterViT toolkit", allow_abbrev=False)
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"fvt {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
+    chosen = None
     for name, (module, func, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
         if name == only:
             mod = importlib.import_module(module)
             getattr(mod, f"add_{func}_arguments")(p)
             p.set_defaults(_run=getattr(mod, f"run_{func}"))
-    return parser
+            chosen = p
+    return parser, chosen
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(command if command in COMMANDS else None)
-    args = parser.parse_args(argv)
+    parser, sub = build_parser(command if command in COMMANDS else None)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # Reported by the subcommand's parser, which knows its flags and can suggest the closest.
+        (sub or parser).error("unrecognized arguments: " + " ".join(extra))
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2 if command is None else 0

@@ -10,7 +10,7 @@ from fvt.errors import UsageError
 
 
 def _args(argv):
-    return build_parser("train").parse_args(["train", *argv])
+    return build_parser("train")[0].parse_args(["train", *argv])
 
 
 def test_flag_beats_file_beats_default(tmp_path):
@@ -31,8 +31,10 @@ def test_unknown_key_in_file_suggests_closest(tmp_path):
 
 
 def test_unknown_flag_suggests_closest(capsys):
+    from fvt.cli import main
+
     with pytest.raises(SystemExit) as e:
-        _args(["--batch-sise", "4"])
+        main(["train", "--batch-sise", "4"])
     assert e.value.code == 2
     assert "--batch-size" in capsys.readouterr().err
 
@@ -53,7 +55,7 @@ def test_saved_config_round_trips(tmp_path):
 
 
 def test_help_documents_every_option():
-    text = build_parser("train")._subparsers._group_actions[0].choices["train"].format_help()
+    text = build_parser("train")[0]._subparsers._group_actions[0].choices["train"].format_help()
     for key in Config().flat():
         assert "--" + key.replace("_", "-") in text
 

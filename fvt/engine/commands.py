@@ -29,21 +29,6 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE.yaml",
                         help="YAML config (flat `lr: 0.001` or sectioned `optim: {lr: 0.001}`); flags override it")
     add_config_arguments(parser)
-    _strict_unknown_flags(parser)
-
-
-def _strict_unknown_flags(parser: argparse.ArgumentParser) -> None:
-    # The top-level parser reports leftovers without knowing this subcommand's flags; report them
-    # here instead, where the parser's error() can suggest the closest train flag.
-    parse_known = parser.parse_known_args
-
-    def strict(args=None, namespace=None):
-        ns, extra = parse_known(args, namespace)
-        if extra:
-            parser.error("unrecognized arguments: " + " ".join(extra))
-        return ns, extra
-
-    parser.parse_known_args = strict
 
 
 def _resumed_run_config(cfg: Config) -> Optional[Path]:
