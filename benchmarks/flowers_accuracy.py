@@ -1,0 +1,68 @@
+"""Reference result: train from scratch on ../shared/datasets/flowers with configs/flowers.yaml
+and report top-1 on the run's own validation split, wall time and throughput.
+
+    python benchmarks/flowers_accuracy.py [--data DIR] [--output runs/flowers-ref] [-- extra fvt train flags]
+
+It runs the real command line (`python -m fvt train ...`) in a subprocess, so the number is what a
+user gets, start-up, data scan and evaluation included; then it reads the run's metrics.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=os.environ.get("FVT_FLOWERS", str(REPO.parent / "shared" / "datasets" / "flowers")))
+    ap.add_argument("--config", default=str(REPO / "configs" / "flowers.yaml"))
+    ap.add_argument("--output", default=str(REPO / "runs" / "flowers-ref"))
+    ap.add_argument("extra", nargs="*", help="extra `fvt train` flags (after --)")
+    args = ap.parse_args()
+    if not Path(args.data).is_dir():
+        print(f"flowers dataset not found at {args.data}: set FVT_FLOWERS or --data", file=sys.stderr)
+        return 2
+
+    cmd = [sys.executable, "-m", "fvt", "train", "--data", args.data, "--config", args.config,
+           "--output", args.output, *args.extra]
+    print("$", " ".join(cmd), flush=True)
+    t0 = time.perf_counter()
+    rc = subprocess.call(cmd, cwd=REPO, env={**os.environ, "FVT_PROGRESS": "off"})
+    wall = time.perf_counter() - t0
+    if rc != 0:
+        print(f"training failed with exit code {rc}", file=sys.stderr)
+        return rc
+
+    with open(Path(args.output) / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    def best(key):
+        vals = [float(r[key]) for r in rows if r.get(key) not in (None, "")]
+        return max(vals) if vals else float("nan")
+
+    last = rows[-1]
+    summary = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}",
+        "wall_time_s": round(wall, 1),
+        "epochs": len(rows),
+        "final_top1": float(last.get("val_top1") or "nan"),
+        "final_ema_top1": float(last.get("ema_val_top1") or "nan"),
+        "best_top1": best("val_top1"),
+        "best_ema_top1": best("ema_val_top1"),
+    }
+    print(json.dumps(summary, indent=2))
+    (Path(args.output) / "reference_result.json").write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
