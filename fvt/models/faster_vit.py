@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm2d, trunc_normal_
 from torch.utils.checkpoint import checkpoint
 
-from .layers import (Mlp, TokenPosEmbed, WindowAttention, carrier_to_grid, grid_to_carrier,
+from .layers import (FoldCache, Mlp, TokenPosEmbed, can_fold, WindowAttention, carrier_to_grid, grid_to_carrier,
                      window_partition, window_reverse)
 from .windows import StagePlan, plan_stages
 
@@ -30,9 +30,15 @@ class PatchEmbed(nn.Module):
         self.conv_down = nn.Sequential(
             nn.Conv2d(in_chans, in_dim, 3, 2, 1, bias=False), nn.BatchNorm2d(in_dim, eps=1e-4), nn.ReLU(),
             nn.Conv2d(in_dim, dim, 3, 2, 1, bias=False), nn.BatchNorm2d(dim, eps=1e-4), nn.ReLU())
+        self._fold = FoldCache()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv_down(x)
+        c = self.conv_down
+        if can_fold(self, c[1]):
+            (w1, b1), (w2, b2) = self._fold.get([(c[0], c[1]), (c[3], c[4])])
+            x = F.relu(F.conv2d(x, w1, b1, 2, 1))
+            return F.relu(F.conv2d(x, w2, b2, 2, 1))
+        return c(x)
 
 
 class Downsample(nn.Module):
@@ -58,9 +64,14 @@ class ConvBlock(nn.Module):
         else:
             self.register_parameter("gamma", None)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self._fold = FoldCache()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.norm2(self.conv2(self.act1(self.norm1(self.conv1(x)))))
+        if can_fold(self, self.norm1):  # inference: BatchNorm folded into the convs
+            (w1, b1), (w2, b2) = self._fold.get([(self.conv1, self.norm1), (self.conv2, self.norm2)])
+            y = F.conv2d(self.act1(F.conv2d(x, w1, b1, 1, 1)), w2, b2, 1, 1)
+        else:
+            y = self.norm2(self.conv2(self.act1(self.norm1(self.conv1(x)))))
         if self.gamma is not None:
             y = y * self.gamma.view(1, -1, 1, 1)
         return x + self.drop_path(y)

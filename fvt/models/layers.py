@@ -190,3 +190,37 @@ def grid_to_carrier(ct: torch.Tensor, sh: int, sw: int, c: int) -> torch.Tensor:
     reorders windows. We keep the reference layout so official weights behave the same."""
     B, _, C = ct.shape
     return ct.reshape(B, sw, c, sh, c, C).permute(0, 1, 3, 2, 4, 5).reshape(B, sh * sw, c * c, C)
+
+
+# -- eval-time conv + BatchNorm folding ----------------------------------------------------
+def can_fold(module: nn.Module, bn: nn.BatchNorm2d) -> bool:
+    """Fold only for pure inference: eval mode, frozen BN statistics, no autograd, eager."""
+    return not module.training and not bn.training and not torch.is_grad_enabled() and not _compiling()
+
+
+class FoldCache:
+    """Conv weights with the following BatchNorm folded in, recomputed when any source
+    tensor changes (version counters / storage), like the position-bias cache."""
+
+    def __init__(self) -> None:
+        self.key = None
+        self.value = None
+
+    def get(self, pairs) -> list:
+        tensors = [t for conv, bn in pairs for t in (conv.weight, conv.bias, bn.weight, bn.bias,
+                                                       bn.running_mean, bn.running_var) if t is not None]
+        key = tuple((t._version, t.data_ptr(), t.dtype) for t in tensors)
+        if key != self.key:
+            dev = tensors[0].device.type
+            amp_off = torch.autocast(dev, enabled=False) if dev in ("cpu", "cuda") else contextlib.nullcontext()
+            with torch.no_grad(), amp_off:
+                self.value = [self._fold(conv, bn) for conv, bn in pairs]
+            self.key = key
+        return self.value
+
+    @staticmethod
+    def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple:
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        weight = conv.weight * scale.view(-1, 1, 1, 1)
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        return weight, (bias - bn.running_mean) * scale + bn.bias
