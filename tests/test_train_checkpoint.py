@@ -51,8 +51,14 @@ def test_load_refuses_non_fvt_and_unsafe_files(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
 
 
-def test_amp_choice():
+def test_amp_choice(monkeypatch):
+    from fvt.engine import trainer
+
     cpu = torch.device("cpu")
-    assert resolve_amp("auto", cpu) is torch.bfloat16 and resolve_amp("none", cpu) is None
+    assert resolve_amp("bf16", cpu) is torch.bfloat16 and resolve_amp("none", cpu) is None
+    monkeypatch.setattr(trainer, "_cpu_has_amx", lambda: True)
+    assert resolve_amp("auto", cpu) is torch.bfloat16
+    monkeypatch.setattr(trainer, "_cpu_has_amx", lambda: False)
+    assert resolve_amp("auto", cpu) is None
     with pytest.raises(UsageError, match="CUDA"):
         resolve_amp("fp16", cpu)
