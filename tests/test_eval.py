@@ -18,7 +18,7 @@ from sklearn.metrics import (accuracy_score, average_precision_score, balanced_a
                              confusion_matrix, log_loss, roc_auc_score, top_k_accuracy_score)
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_eval_helpers import CLASSES, make_checkpoint, make_folder  # noqa: E402
+from eval_fixtures import CLASSES, make_checkpoint, make_folder  # noqa: E402
 
 from fvt.cli import main  # noqa: E402
 from fvt.evaluation.evaluate import FIGURES  # noqa: E402

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_eval_helpers import CLASSES, IMG, make_checkpoint, make_folder  # noqa: E402
+from eval_fixtures import CLASSES, IMG, make_checkpoint, make_folder  # noqa: E402
 
 import fvt  # noqa: E402
 from fvt.cli import main  # noqa: E402
