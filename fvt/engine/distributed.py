@@ -104,25 +104,23 @@ def _comm_device(t: torch.Tensor) -> torch.device:
     return torch.device("cpu")
 
 
-def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
-    """Sum of ``value`` over ranks (a copy; the input is untouched)."""
-    t = value.detach().clone()
+def _all_reduce(value: torch.Tensor, op) -> torch.Tensor:
+    t = value.detach().clone()  # a copy; the input is untouched
     if is_initialized():
         dev = t.device
         t = t.to(_comm_device(t))
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        dist.all_reduce(t, op=op)
         t = t.to(dev)
     return t
+
+
+def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
+    """Sum of ``value`` over ranks."""
+    return _all_reduce(value, dist.ReduceOp.SUM)
 
 
 def all_reduce_max(value: torch.Tensor) -> torch.Tensor:
-    t = value.detach().clone()
-    if is_initialized():
-        dev = t.device
-        t = t.to(_comm_device(t))
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        t = t.to(dev)
-    return t
+    return _all_reduce(value, dist.ReduceOp.MAX)
 
 
 def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
