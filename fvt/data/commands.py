@@ -15,8 +15,8 @@ from typing import Dict, List
 
 from ..errors import DataError
 from .discovery import discover
-from .pipeline import _check_classes
-from .scan import find_duplicates, scan_files
+from .pipeline import _check_classes, duplicate_groups
+from .scan import scan_files
 
 MAX_LISTED = 20
 
@@ -113,12 +113,7 @@ def inspect_folder(data: str, verify: bool = False, output: str = ".") -> int:
     if len(bad) > MAX_LISTED:
         print(f"  ... and {len(bad) - MAX_LISTED} more")
 
-    split_of = {p: s for s, items in usable.items() for p, _ in items}
-    groups = find_duplicates(split_of)
-    across = [g for g in groups if len({split_of[p] for p in g}) > 1]
-    within = [g for g in groups if len({split_of[p] for p in g}) == 1]
-    label_of = {p: c for items in usable.values() for p, c in items}
-    conflicts = [g for g in groups if len({label_of[p] for p in g}) > 1]
+    across, within, conflicts = duplicate_groups(usable)
     print(f"exact duplicates: {len(within)} groups within a set, {len(across)} across train/val/test; "
           f"{len(conflicts)} of them filed under different classes")
     for g in (across + within)[:MAX_LISTED]:

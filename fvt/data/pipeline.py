@@ -231,12 +231,7 @@ def build_data(cfg: Any, run_dir: Optional[PathLike] = None, rank: int = 0, worl
     test_ds = make("test", eval_tf, preproc.min_decode_size)
     counts = {s: {c: sum(1 for _, x in items if x == c) for c in classes} for s, items in usable.items() if items}
 
-    splits_of = {p: s for s, items in usable.items() for p, _ in items}
-    groups = find_duplicates(splits_of)
-    across = [g for g in groups if len({splits_of[p] for p in g}) > 1]
-    within = [g for g in groups if len({splits_of[p] for p in g}) == 1]
-    label_of = {p: c for items in usable.values() for p, c in items}
-    conflicts = [g for g in groups if len({label_of[p] for p in g}) > 1]
+    across, within, conflicts = duplicate_groups(usable)
     if conflicts and rank == 0:
         log.warning(f"{len(conflicts)} groups of identical files are filed under different classes "
                     f"(e.g. {' = '.join(str(p) for p in conflicts[0][:2])}): check their labels")
@@ -245,3 +240,15 @@ def build_data(cfg: Any, run_dir: Optional[PathLike] = None, rank: int = 0, worl
                     f"(e.g. {' = '.join(str(p) for p in across[0][:2])}): validation accuracy is optimistic")
     return DataBundle(train_ds, val_ds, test_ds, classes, preproc, disc.layout, disc.root, counts, bad,
                       across, within, dict(disc.ignored), split_file, infos)
+
+
+def duplicate_groups(usable: dict) -> tuple:
+    """Byte-identical files in ``{split: [(path, class), ...]}``: groups spanning splits, groups
+    inside one split, and groups whose files carry different class labels."""
+    split_of = {p: s for s, items in usable.items() for p, _ in items}
+    label_of = {p: c for items in usable.values() for p, c in items}
+    groups = find_duplicates(split_of)
+    across = [g for g in groups if len({split_of[p] for p in g}) > 1]
+    within = [g for g in groups if len({split_of[p] for p in g}) == 1]
+    conflicts = [g for g in groups if len({label_of[p] for p in g}) > 1]
+    return across, within, conflicts
