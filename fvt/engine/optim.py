@@ -74,6 +74,31 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, updates_per_e
     return sched, s.epochs
 
 
+def scheduler_state(sched) -> Optional[dict]:
+    """The scheduler's state for a checkpoint. timm's plateau schedule saves only ``best`` and
+    ``last_epoch`` of the torch ReduceLROnPlateau inside it; the patience and cooldown counters
+    are added so a resumed run reduces the lr on the same epoch as an uninterrupted one."""
+    if sched is None:
+        return None
+    state = dict(sched.state_dict())
+    inner = getattr(sched, "lr_scheduler", None)
+    if isinstance(inner, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        state["fvt_plateau"] = {k: inner.state_dict()[k] for k in ("num_bad_epochs", "cooldown_counter", "best")}
+    return state
+
+
+def load_scheduler_state(sched, state: Optional[dict]) -> None:
+    if sched is None or not state:
+        return
+    state = dict(state)
+    extra = state.pop("fvt_plateau", None)
+    sched.load_state_dict(state)
+    inner = getattr(sched, "lr_scheduler", None)
+    if extra and isinstance(inner, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        for k, v in extra.items():
+            setattr(inner, k, v)
+
+
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
     """The largest group lr (groups scaled down by layer decay report less)."""
     return max(g["lr"] for g in optimizer.param_groups)

@@ -21,7 +21,8 @@ from ..errors import UsageError
 from . import distributed as D
 from .checkpoint import TopK, atomic_save, check_resumable, load_checkpoint
 from .evaluate import classification_metrics, run_inference
-from .optim import build_optimizer, build_scheduler, current_lr, effective_lr
+from .optim import (build_optimizer, build_scheduler, current_lr, effective_lr, load_scheduler_state,
+                    scheduler_state)
 from .rng import get_rng_state, seed_everything, set_rng_state
 from .runlog import RunLogger, format_epoch_line
 from .steps import StepParts, TrainState, train_one_epoch
@@ -210,8 +211,7 @@ def _train(cfg: Config, dist: D.DistInfo) -> dict:
         if ema is not None and ckpt.get("state_dict_ema") is not None:
             ema.module.load_state_dict(ckpt["state_dict_ema"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        if scheduler is not None and ckpt.get("scheduler"):
-            scheduler.load_state_dict(ckpt["scheduler"])
+        load_scheduler_state(scheduler, ckpt.get("scheduler"))
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         smp = ckpt.get("sampler") or {}
@@ -247,7 +247,7 @@ def _train(cfg: Config, dist: D.DistInfo) -> dict:
             "state_dict": core.state_dict(), "state_dict_ema": ema.module.state_dict() if ema is not None else None,
             "classes": list(classes), "preprocessing": preproc.to_dict(), "config": cfg.to_dict(),
             "epoch": state.epoch, "step": state.step, "metrics": dict(state.last_metrics),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler_state(scheduler),
             "scaler": scaler.state_dict() if scaler is not None else None, "rng": get_rng_state(),
             "sampler": {"epoch": state.epoch, "start": 0 if epoch_complete else state.position},
             "best_history": [list(h) for h in topk.history], "bad_evals": state.bad_evals,
