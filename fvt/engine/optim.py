@@ -83,7 +83,8 @@ def scheduler_state(sched) -> Optional[dict]:
     state = dict(sched.state_dict())
     inner = getattr(sched, "lr_scheduler", None)
     if isinstance(inner, torch.optim.lr_scheduler.ReduceLROnPlateau):
-        state["fvt_plateau"] = {k: inner.state_dict()[k] for k in ("num_bad_epochs", "cooldown_counter", "best")}
+        inner_state = inner.state_dict()
+        state["fvt_plateau"] = {k: inner_state[k] for k in ("num_bad_epochs", "cooldown_counter", "best")}
     return state
 
 
