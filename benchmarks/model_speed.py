@@ -2,7 +2,11 @@
 
 Rows: eval forward and full train step (forward, cross-entropy, backward, SGD update),
 float32 and bf16 autocast, at 224 and 128 px, batch 32. Prints img/s and the ratio
-fvt/official; the goal is >= 1.15x on every CPU row. Needs the reference package
+fvt/official; the goal is >= 1.15x on every CPU row. The last column puts fvt's rate
+against the machine's own ceiling: model FLOPs per image (torch.utils.flop_counter; a
+train step counted as 3x the forward) times img/s, over the FLOP/s of a large dense matmul
+in the same precision. A row near 100% is compute-bound: no implementation of the same
+network can run much faster there. Needs the reference package
 (pip install fastervit==1.0.0). Example:
 
     python benchmarks/model_speed.py --model faster_vit_0_224 --steps 5
@@ -45,7 +49,8 @@ def main() -> int:
     args = p.parse_args()
 
     from fvt.models import create_model
-    from fvt.models.speed import measure
+    from fvt.models.commands import count_flops
+    from fvt.models.speed import matmul_peak, measure
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -54,14 +59,17 @@ def main() -> int:
     print(f"# {args.model}, batch {args.batch_size}, {dev} ({name}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, clock={args.clock}")
     unit = "img/s" if args.clock == "wall" else "img/CPU-s"
-    print(f"| size | mode  | precision | official {unit} | fvt {unit} | fvt/official |")
-    print(f"|------|-------|-----------|---------------:|----------:|-------------:|")
+    peak = {amp: matmul_peak(dev, amp) for amp in ("none", "bf16")}
+    print(f"# dense matmul ceiling: fp32 {peak['none'] / 1e9:.0f} GFLOP/s, bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s")
+    print(f"| size | mode  | precision | official {unit} | fvt {unit} | fvt/official | fvt % of ceiling |")
+    print(f"|------|-------|-----------|---------------:|----------:|-------------:|-----------------:|")
     worst = float("inf")
     for size in args.sizes:
         torch.manual_seed(0)
         ref = build_official(args.model, size)
         ours = create_model(args.model, img_size=size)
         ours.load_state_dict(ref.state_dict())
+        flops = count_flops(ours, (size, size))
         for mode in ("eval", "train"):
             for amp in ("none", "bf16"):
                 kw = dict(batch_size=args.batch_size, amp=amp, mode=mode, steps=args.steps, warmup=args.warmup,
@@ -70,7 +78,10 @@ def main() -> int:
                 b = measure(ours, (size, size), channels_last=True, **kw)
                 worst = min(worst, b / a)
                 prec = "fp32" if amp == "none" else "bf16"
-                print(f"| {size:4d} | {mode:5s} | {prec:9s} | {a:14.1f} | {b:9.1f} | {b / a:11.2f}x |", flush=True)
+                used = b * flops * (3 if mode == "train" else 1) / peak[amp]
+                share = f"{100 * used:15.0f}%" if args.clock == "wall" else f"{'-':>16}"  # peak is wall-clock
+                print(f"| {size:4d} | {mode:5s} | {prec:9s} | {a:14.1f} | {b:9.1f} | {b / a:11.2f}x | {share} |",
+                      flush=True)
     print(f"# worst ratio {worst:.2f}x (goal >= {args.goal:.2f}x): {'MET' if worst >= args.goal else 'NOT MET'}")
     return 0
 

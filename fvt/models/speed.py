@@ -63,3 +63,20 @@ def measure(model: nn.Module, img_size: tuple, batch_size: int = 32, amp: str = 
         step()
     _sync(dev)
     return batch_size * steps / (timer() - t)
+
+
+def matmul_peak(device: str = "cpu", amp: str = "none", n: int = 2048, steps: int = 5) -> float:
+    """Achievable dense-matmul FLOP/s on ``device`` (an ``n``-square matmul in float32, or
+    bfloat16 for ``amp='bf16'``): the ceiling a compute-bound network can approach."""
+    dev = torch.device(device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp, torch.float32)
+    a = torch.randn(n, n, device=dev, dtype=dtype)
+    b = torch.randn(n, n, device=dev, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    _sync(dev)
+    t = time.perf_counter()
+    for _ in range(steps):
+        a @ b
+    _sync(dev)
+    return 2 * n ** 3 * steps / (time.perf_counter() - t)
