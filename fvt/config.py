@@ -121,7 +121,7 @@ class SchedConfig:
 class TrainConfig:
     output: str = opt("runs/train", "Run directory.")
     device: str = opt("auto", "Device: auto, cpu, cuda, cuda:N.")
-    amp: str = opt("auto", "Mixed precision: auto (bf16 on CUDA and on CPUs with AMX, else float32), none, bf16, fp16 (CUDA only).",
+    amp: str = opt("auto", "Mixed precision: auto (bf16 on CUDA, and on CPUs where a quick timing finds it faster; float32 with --deterministic), none, bf16, fp16 (CUDA only).",
                    choices=("auto", "none", "bf16", "fp16"))
     seed: int = opt(42, "Random seed.")
     deterministic: bool = opt(False, "Deterministic algorithms (slower) for exact reproducibility.")

@@ -52,13 +52,29 @@ def test_load_refuses_non_fvt_and_unsafe_files(tmp_path):
 
 
 def test_amp_choice(monkeypatch):
-    from fvt.engine import trainer
+    from fvt.engine import precision
 
     cpu = torch.device("cpu")
     assert resolve_amp("bf16", cpu) is torch.bfloat16 and resolve_amp("none", cpu) is None
-    monkeypatch.setattr(trainer, "_cpu_has_amx", lambda: True)
+    monkeypatch.setattr(precision, "_cpu_has_amx", lambda: True)
     assert resolve_amp("auto", cpu) is torch.bfloat16
-    monkeypatch.setattr(trainer, "_cpu_has_amx", lambda: False)
+    assert resolve_amp("auto", cpu, deterministic=True) is None  # a timed choice would not be reproducible
+    monkeypatch.setattr(precision, "_cpu_has_amx", lambda: False)
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 0.8)
     assert resolve_amp("auto", cpu) is None
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 1.6)
+    assert resolve_amp("auto", cpu) is torch.bfloat16
     with pytest.raises(UsageError, match="CUDA"):
         resolve_amp("fp16", cpu)
+
+
+def test_bf16_probe_is_a_real_timing_and_draws_no_random_numbers():
+    from fvt.engine.precision import cpu_bf16_speedup
+
+    cpu_bf16_speedup.cache_clear()
+    torch.manual_seed(3)
+    ratio = cpu_bf16_speedup()
+    after = torch.rand(4)
+    torch.manual_seed(3)
+    assert torch.equal(after, torch.rand(4))  # seeded runs start from the same RNG state either way
+    assert 0.05 < ratio < 50

@@ -21,6 +21,7 @@ from ..errors import UsageError
 from . import distributed as D
 from .checkpoint import TopK, atomic_save, check_resumable, load_checkpoint
 from .evaluate import classification_metrics, run_inference
+from .precision import resolve_amp
 from .optim import (build_optimizer, build_scheduler, current_lr, effective_lr, load_scheduler_state,
                     scheduler_state)
 from .rng import get_rng_state, seed_everything, set_rng_state
@@ -29,28 +30,6 @@ from .steps import StepParts, TrainState, train_one_epoch
 from .transfer import apply_freeze, count_params, frozen_batchnorms
 
 BEST_KEYS = {"top1": "val_top1", "top5": "val_top5", "loss": "val_loss", "ema_top1": "ema_val_top1"}
-
-
-def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
-    if amp == "auto":
-        # bf16 pays off on GPUs and on CPUs with AMX tiles; on AVX-512-only CPUs its matmuls are
-        # slower than float32 (measured: FasterViT-nano train step 86 vs 110 img/s), so stay in fp32.
-        return torch.bfloat16 if device.type == "cuda" or _cpu_has_amx() else None
-    if amp == "bf16":
-        return torch.bfloat16
-    if amp == "fp16":
-        if device.type != "cuda":
-            raise UsageError("--amp fp16 needs a CUDA device (it uses a GradScaler); use --amp bf16 on CPU")
-        return torch.float16
-    return None
-
-
-def _cpu_has_amx() -> bool:
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    try:
-        return bool(probe and probe())
-    except Exception:
-        return False
 
 
 def _set_determinism(cfg: Config) -> None:
@@ -126,7 +105,9 @@ def _train(cfg: Config, dist: D.DistInfo) -> dict:
     # run goes on; flushing them to zero keeps late epochs as fast as early ones.
     torch.set_flush_denormal(True)
     seed_everything(cfg.train.seed + dist.rank)
-    amp_dtype = resolve_amp(cfg.train.amp, dist.device)
+    amp_dtype = resolve_amp(cfg.train.amp, dist.device, cfg.train.deterministic)
+    if dist.distributed and cfg.train.amp == "auto":  # a timed choice: every rank takes rank 0's
+        amp_dtype = D.broadcast_object(amp_dtype if dist.is_main else None)
     resume = _resume_path(cfg, run_dir)
 
     data = build_data(cfg, run_dir, dist.rank, dist.world_size)
@@ -171,7 +152,7 @@ def _train(cfg: Config, dist: D.DistInfo) -> dict:
     global_batch = cfg.data.batch_size * dist.world_size * accum
     lr = effective_lr(cfg, global_batch)
     log(f"batch: {cfg.data.batch_size} per process x {dist.world_size} process(es) x {accum} accumulation = "
-        f"global batch {global_batch}; lr {lr:.3g}; device {dist.device}; amp {amp_dtype or 'none'}")
+        f"global batch {global_batch}; lr {lr:.3g}; device {dist.device}; amp {str(amp_dtype).replace('torch.', '') if amp_dtype else 'none (float32)'}{' (auto)' if cfg.train.amp == 'auto' else ''}")
     optimizer = build_optimizer(core, cfg, lr)
     updates_per_epoch = math.ceil(len(train_loader) / accum)
     scheduler, epochs = build_scheduler(optimizer, cfg, updates_per_epoch)
