@@ -101,6 +101,9 @@ class OptimConfig:
     accum_steps: int = _opt(1, "Gradient accumulation steps.")
     sophia_rho: float = _opt(0.04, "SophiaG clipping rho.")
     hess_interval: int = _opt(10, "SophiaG: refresh the Hessian estimate every k optimizer steps.")
+    sam_rho: float = _opt(0.0, "Sharpness-aware minimization radius (0 = off; ~0.05 for SGD/AdamW): a second "
+                                "forward/backward per step, from the worst point within rho.")
+    sam_adaptive: bool = _opt(False, "Adaptive SAM (ASAM): scale the radius by each weight's magnitude (use rho ~0.5-2).")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""One training epoch: forward/backward with AMP, accumulation, clipping, EMA, SophiaG refresh.
+"""One training epoch: forward/backward with AMP, accumulation, SAM, clipping, EMA, SophiaG refresh.
 
 Everything a step needs lives in :class:`TrainState` so that the trainer can checkpoint it
 between optimizer steps (the only points where a checkpoint is consistent).
@@ -23,6 +23,7 @@ from .distill import distillation_loss, teacher_logits
 from .evaluate import autocast_context
 from .optim import current_lr
 from .rng import iter_keeping_rng
+from .sam import ascend, bn_stats_frozen, descend_back
 from .sophia import SophiaG, refresh_hessian
 from .transfer import set_train_mode
 
@@ -100,16 +101,12 @@ def train_one_epoch(p: StepParts, loader, state: TrainState, on_step: Callable[[
                 images, soft = p.mixup(images, targets)
             sync = contextlib.nullcontext() if (final or not ddp) else p.model.no_sync()
             with sync:
-                with autocast_context(p.device, p.amp_dtype):
-                    out = p.model(images)
-                    loss = p.criterion(out.float(), soft)
-                    if p.teacher is not None:
-                        t_out = teacher_logits(p.teacher, images, p.student_mean, p.student_std)
-                        loss = distillation_loss(out, t_out, loss, cfg.distill.distill, cfg.distill.distill_alpha,
-                                                 cfg.distill.distill_tau)
+                loss, t_out = _forward_loss(p, images, soft)
                 _check_finite(loss, state, batches)
                 scaled = loss / accum
                 (p.scaler.scale(scaled) if p.scaler is not None else scaled).backward()
+            if final and cfg.optim.sam_rho > 0:
+                _sam_second_pass(p, images, soft, t_out, state, batches)
             loss_sum += float(loss.detach()) * images.shape[0]
             loss_n += images.shape[0]
             seen += images.shape[0]
@@ -141,6 +138,34 @@ def train_one_epoch(p: StepParts, loader, state: TrainState, on_step: Callable[[
     stats = D.all_reduce_sum(stats)
     return {"train_loss": float(stats[0] / max(stats[1], 1)), "img_per_s": float(stats[1]) / elapsed,
             "samples": int(stats[1])}
+
+
+def _forward_loss(p: StepParts, images: torch.Tensor, soft: torch.Tensor, t_out: Optional[torch.Tensor] = None):
+    """Loss of the model on one batch (plus distillation); returns it with the teacher's logits."""
+    cfg = p.cfg
+    with autocast_context(p.device, p.amp_dtype):
+        out = p.model(images)
+        loss = p.criterion(out.float(), soft)
+        if p.teacher is not None:
+            if t_out is None:
+                t_out = teacher_logits(p.teacher, images, p.student_mean, p.student_std)
+            loss = distillation_loss(out, t_out, loss, cfg.distill.distill, cfg.distill.distill_alpha,
+                                     cfg.distill.distill_tau)
+    return loss, t_out
+
+
+def _sam_second_pass(p: StepParts, images, soft, t_out, state: TrainState, batch: int) -> None:
+    """SAM: replace the gradient at w by the one at w + e (same batch, same augmentation)."""
+    params = [q for q in p.core.parameters() if q.requires_grad]
+    moved = ascend(params, p.cfg.optim.sam_rho, p.cfg.optim.sam_adaptive)
+    p.optimizer.zero_grad(set_to_none=True)
+    try:
+        with bn_stats_frozen(p.core):
+            loss, _ = _forward_loss(p, images, soft, t_out)
+            _check_finite(loss, state, batch)
+            (p.scaler.scale(loss) if p.scaler is not None else loss).backward()
+    finally:
+        descend_back(moved)
 
 
 def _check_finite(loss: torch.Tensor, state: TrainState, batch: int) -> None:

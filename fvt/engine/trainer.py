@@ -98,6 +98,9 @@ def _train(cfg: Config, dist: D.DistInfo) -> dict:
     if cfg.data.batch_size < 2:
         raise UsageError(f"--batch-size {cfg.data.batch_size} is per process; BatchNorm cannot train on a single "
                          "sample: use --batch-size 2 or more")
+    if cfg.optim.sam_rho < 0 or (cfg.optim.sam_rho > 0 and cfg.optim.accum_steps > 1):
+        raise UsageError(f"--sam-rho {cfg.optim.sam_rho}: SAM needs a radius >= 0 and --accum-steps 1 (its second "
+                         "pass recomputes one batch); raise --batch-size instead of accumulating")
     if cfg.optim.accum_steps < 1 or cfg.sched.epochs < 1:
         raise UsageError("--accum-steps and --epochs must be >= 1")
     _set_determinism(cfg)
