@@ -22,6 +22,7 @@ def test_registry_has_every_variant():
         any_res = f"faster_vit_{n[11]}_any_res" if "21k" not in n else f"{n}_any_res"
         assert any_res in names
     assert "faster_vit_nano" in names and not model_info("faster_vit_nano")["official"]
+    assert model_info("faster_vit_micro")["arch"]["dim"] == 64 and not model_info("faster_vit_micro")["official"]
     with pytest.raises(UsageError, match="did you mean faster_vit_0_224"):
         create_model("faster_vit_0_225")
 

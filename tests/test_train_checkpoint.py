@@ -1,5 +1,7 @@
 """Checkpoint IO: atomic writes survive a failing save, keep-top-k ranking, safe loading, AMP choice."""
 
+import math
+
 import pytest
 import torch
 
@@ -77,4 +79,25 @@ def test_bf16_probe_is_a_real_timing_and_draws_no_random_numbers():
     after = torch.rand(4)
     torch.manual_seed(3)
     assert torch.equal(after, torch.rand(4))  # seeded runs start from the same RNG state either way
-    assert 0.05 < ratio < 50
+    assert math.isfinite(ratio) and ratio > 0  # a timing: its value depends on the machine and its load
+
+
+def test_ctrl_c_during_a_save_is_held_until_the_file_is_complete(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from fvt.engine import checkpoint as ckmod
+
+    real_save = torch.save
+
+    def save_with_interrupt(obj, f):  # Ctrl-C arrives while torch.save is writing
+        os.kill(os.getpid(), signal.SIGINT)
+        real_save(obj, f)
+
+    monkeypatch.setattr(ckmod.torch, "save", save_with_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save({"w": torch.arange(5)}, tmp_path / "last.pt")
+    monkeypatch.setattr(ckmod.torch, "save", real_save)
+    assert torch.equal(torch.load(tmp_path / "last.pt", weights_only=True)["w"], torch.arange(5))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]

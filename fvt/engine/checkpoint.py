@@ -9,8 +9,11 @@ epoch, step, metrics, optimizer, scheduler, scaler, rng, sampler. fvt also adds
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, List, Optional, Tuple, Union
 
@@ -21,10 +24,33 @@ from ..errors import CheckpointError
 PathLike = Union[str, Path]
 
 
+@contextlib.contextmanager
+def sigint_deferred():
+    """Hold Ctrl-C until the block ends, then raise KeyboardInterrupt: an interrupt inside torch.save
+    would otherwise surface as the zip writer's own error instead of a clean stop."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def atomic_save(obj: Any, path: PathLike) -> None:
     """torch.save to a temp file in the same folder, fsync, then rename over ``path``.
 
-    A crash (or SIGKILL) at any moment leaves either the old file or the new one, never a torn one."""
+    A crash (or SIGKILL) at any moment leaves either the old file or the new one, never a torn one;
+    a Ctrl-C during the write is held until the file is in place."""
+    with sigint_deferred():
+        _atomic_save(obj, path)
+
+
+def _atomic_save(obj: Any, path: PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
