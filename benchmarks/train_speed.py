@@ -31,7 +31,7 @@ from fvt.data.loaders import build_mixup, build_train_loader  # noqa: E402
 from fvt.engine.evaluate import autocast_context  # noqa: E402
 from fvt.engine.optim import build_optimizer  # noqa: E402
 from fvt.engine.steps import StepParts, TrainState, train_one_epoch  # noqa: E402
-from fvt.engine.trainer import resolve_amp  # noqa: E402
+from fvt.engine.precision import resolve_amp  # noqa: E402
 from fvt.models import create_model  # noqa: E402
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fvt.engine.checkpoint import TopK, atomic_save, load_checkpoint
-from fvt.engine.trainer import resolve_amp
+from fvt.engine.precision import resolve_amp
 from fvt.errors import CheckpointError, UsageError
 
 

@@ -21,9 +21,9 @@ from ..errors import UsageError
 from . import distributed as D
 from .checkpoint import TopK, atomic_save, check_resumable, load_checkpoint
 from .evaluate import classification_metrics, run_inference
-from .precision import resolve_amp
 from .optim import (build_optimizer, build_scheduler, current_lr, effective_lr, load_scheduler_state,
                     scheduler_state)
+from .precision import resolve_amp
 from .rng import get_rng_state, seed_everything, set_rng_state
 from .runlog import RunLogger, format_epoch_line
 from .steps import StepParts, TrainState, train_one_epoch
