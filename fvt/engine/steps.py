@@ -69,8 +69,12 @@ def _kill_hook(step: int) -> None:
 
 
 def train_one_epoch(p: StepParts, loader, state: TrainState, on_step: Callable[[], None],
-                    log_step: Callable[[dict], None], is_main: bool) -> dict:
-    """Train until the loader is exhausted or max_steps; returns mean loss, img/s, samples."""
+                    log_step: Callable[[dict], None], is_main: bool,
+                    each_step: Optional[Callable[[dict], None]] = None) -> dict:
+    """Train until the loader is exhausted or max_steps; returns mean loss, img/s, samples.
+
+    After every optimizer step: ``each_step(record)`` (if given), ``log_step(record)`` every
+    ``log_every`` steps, then ``on_step()``; record = step, epoch, loss (running mean), lr, img_per_s."""
     cfg = p.cfg
     accum = max(1, cfg.optim.accum_steps)
     bs = cfg.data.batch_size
@@ -124,9 +128,12 @@ def train_one_epoch(p: StepParts, loader, state: TrainState, on_step: Callable[[
         if bar is not None:
             bar.update(batches - bar.n)
             bar.set_postfix(loss=f"{loss_sum / max(loss_n, 1):.4f}", lr=f"{lr:.2e}", ips=f"{seen * D.get_world_size() / elapsed:.0f}")
+        record = {"step": state.step, "epoch": state.epoch + 1, "loss": loss_sum / max(loss_n, 1), "lr": lr,
+                  "img_per_s": seen * D.get_world_size() / elapsed}
+        if each_step is not None:
+            each_step(record)
         if cfg.train.log_every and state.step % cfg.train.log_every == 0:
-            log_step({"step": state.step, "epoch": state.epoch + 1, "loss": loss_sum / max(loss_n, 1), "lr": lr,
-                      "img_per_s": seen * D.get_world_size() / elapsed})
+            log_step(record)
         on_step()
         _kill_hook(state.step)
         if cfg.train.max_steps is not None and state.step >= cfg.train.max_steps:
