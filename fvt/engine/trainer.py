@@ -1,133 +1,48 @@
 """`fvt train`: set up data, model, optimizer, and run the epochs (single process or torchrun).
 
 The run reads as four phases, each a function below:
-  1. set-up   (`_setup_data`, `_setup_model`, `_setup_optimization`): process group -> data (rank 0 writes
-     split.json / bad_files.txt) -> model (pretrained, freeze, SyncBN, EMA) -> optimizer / schedule / loss;
-  2. resume   (`_resume`): weights, optimizer, schedule, RNG and sampler position from a checkpoint;
+  0. start    (`fvt.engine.start.plan_start`, `RunFolder.open`): every check that needs no data, then the
+     run folder's lock; nothing is written before, and a failed set-up removes what it wrote;
+  1. set-up   (`_setup_data`, `_setup_model`, `_setup_optimization`): data (rank 0 writes split.json /
+     bad_files.txt) -> model (pretrained, freeze, SyncBN, EMA) -> optimizer / schedule / loss;
+  2. resume   (`_resume`): weights, optimizer, schedule, RNG, sampler position and loss sums;
   3. epochs   (`_epoch_loop` -> `_train_epoch`, `_evaluate`, `_end_epoch`): train, evaluate (model and EMA),
-     step the schedule, log, save last.pt and the top-k best; early stopping, non-finite loss and Ctrl-C
-     end the run cleanly;
-  4. finish   (`_finish`): stop event, report.html, the summary dict.
-Everything the phases share lives on one :class:`Run`.
+     step the schedule, log the row, then save the top-k best and last.pt; early stopping, divergence
+     (exit 3) and Ctrl-C (exit 130) end the run cleanly;
+  4. finish   (`_finish`): stop event, report.html, the closing summary.
+Everything the phases share lives on one `fvt.engine.runstate.Run`, with the checkpoint and resume code.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+import time
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Optional
 
 import torch
 
-from .. import __version__
 from ..config import Config
-from ..errors import UsageError
+from ..errors import TrainingDiverged
 from . import distributed as D
-from .checkpoint import TopK, atomic_save, check_resumable, load_checkpoint
+from .checkpoint import TopK
 from .evaluate import classification_metrics, run_inference
-from .optim import (build_optimizer, build_scheduler, current_lr, effective_lr, load_scheduler_state,
-                    scheduler_state)
+from .optim import build_optimizer, build_scheduler, current_lr, effective_lr
 from .precision import resolve_amp
-from .rng import get_rng_state, seed_everything, set_rng_state
+from .rng import seed_everything
+from .rundir import RunFolder
 from .runlog import RunLogger, format_epoch_line
-from .steps import StepParts, TrainState, train_one_epoch
+from .runstate import (BEST_KEYS, Run, checkpoint_dict, finish_summary, progress_line, resume_run, save_last,
+                       selection_weights, weights_finite, what_was_kept)
+from .start import plan_start
+from .steps import StepParts, progress_bar_wanted, train_one_epoch
 from .transfer import apply_freeze, count_params, frozen_batchnorms
-
-BEST_KEYS = {"top1": "val_top1", "top5": "val_top5", "loss": "val_loss", "ema_top1": "ema_val_top1"}
-
-
-@dataclass
-class Run:
-    """What the phases of one training share (built by set-up, advanced by the epoch loop)."""
-
-    cfg: Config
-    dist: D.DistInfo
-    run_dir: Path
-    logger: RunLogger
-    callbacks: List[Any] = field(default_factory=list)
-    resume: Optional[Path] = None
-    data: Any = None
-    model: Any = None                  # what is called (compiled / DDP wrapper)
-    core: Any = None                   # the plain model: state_dict, EMA, checkpoints
-    ema: Any = None
-    amp_dtype: Optional[torch.dtype] = None
-    train_loader: Any = None
-    val_loader: Any = None
-    optimizer: Any = None
-    scheduler: Any = None
-    scaler: Any = None
-    epochs: int = 0
-    lr: float = 0.0
-    global_batch: int = 0
-    trainable: int = 0
-    keep_eval_bn: list = field(default_factory=list)   # frozen BatchNorms that stay in eval mode
-    criterion: Any = None
-    mixup: Any = None
-    teacher: Any = None
-    parts: Optional[StepParts] = None
-    topk: Optional[TopK] = None
-    state: TrainState = field(default_factory=TrainState)
-
-    def log(self, msg: str) -> None:
-        self.logger.print(msg)
-
-    def notify(self, hook: str, record: dict) -> None:
-        """Call ``hook`` (on_step / on_epoch_end) on every callback that has it (main process only)."""
-        if not self.dist.is_main:
-            return
-        for cb in self.callbacks:
-            fn = getattr(cb, hook, None)
-            if fn is not None:
-                fn(dict(record))
-
-
-def _set_determinism(cfg: Config) -> None:
-    if cfg.train.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-    elif torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True
-
-
-def _resume_path(cfg: Config, run_dir: Path) -> Optional[Path]:
-    r = cfg.train.resume
-    if not r:
-        return None
-    if r == "auto":
-        p = run_dir / "last.pt"
-        return p if p.is_file() else None
-    p = Path(r)
-    if not p.is_file():
-        raise UsageError(f"--resume {r}: no such checkpoint (use --resume auto to continue {run_dir} if it has last.pt)")
-    return p
-
-
-def _build_model(cfg: Config, num_classes: int, input_size, log):
-    from ..models import create_model, list_models
-
-    name = cfg.model.model
-    names = list_models()
-    if names and name not in names:
-        import difflib
-
-        close = difflib.get_close_matches(name, names, n=1)
-        raise UsageError(f"unknown model --model {name!r}" + (f"; did you mean '{close[0]}'?" if close else "; see `fvt models`"))
-    kw = {"num_classes": num_classes, "img_size": list(input_size)}
-    if cfg.model.drop_path_rate is not None:
-        kw["drop_path_rate"] = cfg.model.drop_path_rate
-    if cfg.model.drop_rate:
-        kw["drop_rate"] = cfg.model.drop_rate
-    try:
-        return create_model(name, **kw)
-    except ValueError as e:
-        raise UsageError(f"--model {name} at --img-size {list(input_size)}: {str(e).splitlines()[0]}") from None
 
 
 def train(cfg: Config, callbacks: Optional[list] = None) -> dict:
-    """Train as ``cfg`` says; returns a summary (best metric, last metrics, steps, run_dir, stopped_by).
+    """Train as ``cfg`` says; returns a summary (run_dir, stopped_by, step, epoch, best, best_epoch,
+    metrics, selected_weights, best_path, report, wall_time_s).
 
     ``callbacks``: objects with optional methods ``on_step(record: dict)`` (after every optimizer step:
     step, epoch, loss, lr, img_per_s) and ``on_epoch_end(row: dict)`` (the metrics.csv row). They are
@@ -142,42 +57,52 @@ def train(cfg: Config, callbacks: Optional[list] = None) -> dict:
 
 
 def _train(cfg: Config, dist: D.DistInfo, callbacks: list) -> dict:
-    run_dir = Path(cfg.train.output)
-    run = Run(cfg, dist, run_dir, RunLogger(run_dir, enabled=dist.is_main, tensorboard=True), callbacks)
-    _check_start(cfg)
-    _setup_data(run)
-    _setup_model(run)
-    _setup_optimization(run)
-    _resume(run)
-    _wrap_model(run)
+    plan = plan_start(cfg)  # every check that needs no data; nothing written yet
+    if dist.distributed:  # rank 0's choice of folder (runs/train-N) holds for all
+        plan.run_dir = Path(D.broadcast_object(str(plan.run_dir) if dist.is_main else None))
+        cfg.train.output = str(plan.run_dir)
+    run = Run(cfg, dist, plan.run_dir, plan, callbacks)
+    folder = RunFolder(plan.run_dir) if dist.is_main else None
+    if folder is not None:
+        folder.open(fresh=cfg.train.exist_ok and not cfg.train.resume, log=run.log)
     try:
-        stopped_by = _epoch_loop(run)
-    except KeyboardInterrupt:
-        return _interrupted(run)
-    return _finish(run, stopped_by)
+        try:
+            _setup_data(run)
+            _setup_model(run)
+            _setup_optimization(run)
+            resume_run(run)
+            _wrap_model(run)
+            _open_logs(run)
+        except BaseException:
+            if folder is not None:
+                folder.rollback()  # a failed start leaves nothing behind
+            raise
+        try:
+            stopped_by = _epoch_loop(run)
+        except KeyboardInterrupt:
+            return _interrupted(run)
+        except TrainingDiverged as e:  # D17: say exactly what was kept
+            run.logger.event("stop", reason="diverged", step=run.state.step, message=str(e))
+            run.logger.close()
+            raise TrainingDiverged(f"{e}; {what_was_kept(run)}") from None
+        return _finish(run, stopped_by)
+    finally:
+        if folder is not None:
+            folder.close()
 
 
 # -- 1. set-up -------------------------------------------------------------------------------------------
-def _check_start(cfg: Config) -> None:
-    """Refuse what cannot work before any data is read."""
-    if not cfg.data.data:
-        raise UsageError("no data given: pass --data DIR (class folders, or train/ and val/) or set data: in --config")
-    if cfg.data.batch_size < 2:
-        raise UsageError(f"--batch-size {cfg.data.batch_size} is per process; BatchNorm cannot train on a single "
-                         "sample: use --batch-size 2 or more")
-    if cfg.optim.sam_rho < 0 or (cfg.optim.sam_rho > 0 and cfg.optim.accum_steps > 1):
-        raise UsageError(f"--sam-rho {cfg.optim.sam_rho}: SAM needs a radius >= 0 and --accum-steps 1 (its second "
-                         "pass recomputes one batch); raise --batch-size instead of accumulating")
-    if cfg.optim.accum_steps < 1 or cfg.sched.epochs < 1:
-        raise UsageError("--accum-steps and --epochs must be >= 1")
-
-
 def _setup_data(run: Run) -> None:
-    """Seeds, precision, the resume checkpoint's path, the scanned data; rank 0 saves config.yaml."""
+    """Seeds, precision, the scanned data (rank 0 writes split.json / bad_files.txt)."""
     from ..data import build_data
 
     cfg, dist = run.cfg, run.dist
-    _set_determinism(cfg)
+    if cfg.train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
     # Denormal floats (tiny Adam moments, decayed weights) make x86 CPU math many times slower as a
     # run goes on; flushing them to zero keeps late epochs as fast as early ones.
     torch.set_flush_denormal(True)
@@ -185,21 +110,33 @@ def _setup_data(run: Run) -> None:
     run.amp_dtype = resolve_amp(cfg.train.amp, dist.device, cfg.train.deterministic)
     if dist.distributed and cfg.train.amp == "auto":  # a timed choice: every rank takes rank 0's
         run.amp_dtype = D.broadcast_object(run.amp_dtype if dist.is_main else None)
-    run.resume = _resume_path(cfg, run.run_dir)
+    D.barrier()  # rank 0 holds the run folder
     run.data = build_data(cfg, run.run_dir, dist.rank, dist.world_size)
     for line in run.data.summary_lines():
         run.log(line)
-    if dist.is_main:
-        run.run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.save(run.run_dir / "config.yaml")
-    D.barrier()
+
+
+def _build_model(cfg: Config, num_classes: int, input_size):
+    from ..errors import UsageError
+    from ..models import create_model
+
+    name = cfg.model.model  # a known name: checked by start.check_names before the data scan
+    kw = {"num_classes": num_classes, "img_size": list(input_size)}
+    if cfg.model.drop_path_rate is not None:
+        kw["drop_path_rate"] = cfg.model.drop_path_rate
+    if cfg.model.drop_rate:
+        kw["drop_rate"] = cfg.model.drop_rate
+    try:
+        return create_model(name, **kw)
+    except ValueError as e:
+        raise UsageError(f"--model {name} at --img-size {list(input_size)}: {str(e).splitlines()[0]}") from None
 
 
 def _setup_model(run: Run) -> None:
     """The model: pretrained weights, freezing, SyncBN, device, memory format, EMA."""
     cfg, dist, log = run.cfg, run.dist, run.log
     preproc = run.data.preprocessing
-    model = _build_model(cfg, len(run.data.classes), preproc.input_size, log)
+    model = _build_model(cfg, len(run.data.classes), preproc.input_size)
     if cfg.model.pretrained and run.resume is None:
         from ..models import load_pretrained
 
@@ -246,11 +183,14 @@ def _setup_optimization(run: Run) -> None:
             f"global batch {run.global_batch}; lr {run.lr:.3g}; device {dist.device}; amp {amp}"
             f"{' (auto)' if cfg.train.amp == 'auto' else ''}")
     run.optimizer = build_optimizer(run.core, cfg, run.lr)
-    updates_per_epoch = math.ceil(len(run.train_loader) / accum)
-    run.scheduler, run.epochs = build_scheduler(run.optimizer, cfg, updates_per_epoch)
+    run.updates_per_epoch = math.ceil(len(run.train_loader) / accum)
+    run.scheduler, run.epochs = build_scheduler(run.optimizer, cfg, run.updates_per_epoch)
+    s = cfg.sched
+    if run.scheduler is not None and 0 < s.warmup_epochs and s.warmup_epochs >= s.epochs:  # F8
+        run.log(f"warning: --warmup-epochs {s.warmup_epochs:g} >= --epochs {s.epochs}: the lr only warms up and "
+                f"never reaches its peak {run.lr:.3g}; use --warmup-epochs {max(0, s.epochs // 10)} or more --epochs")
     run.scaler = torch.amp.GradScaler("cuda") if run.amp_dtype == torch.float16 else None
     run.criterion, run.mixup = _build_criterion(cfg, len(data.classes))
-    run.teacher = None
     if cfg.distill.teacher:
         from .distill import build_teacher
 
@@ -270,42 +210,7 @@ def _build_criterion(cfg: Config, num_classes: int):
     return torch.nn.CrossEntropyLoss(), mixup
 
 
-# -- 2. resume -------------------------------------------------------------------------------------------
-def _resume(run: Run) -> None:
-    """Continue from run.resume: weights, EMA, optimizer, schedule, scaler, sampler position, RNG."""
-    cfg, dist = run.cfg, run.dist
-    if run.resume is None:
-        if cfg.train.resume == "auto":
-            run.log(f"--resume auto: no last.pt in {run.run_dir}, starting a new run")
-        return
-    ckpt = load_checkpoint(run.resume)
-    check_resumable(ckpt, run.resume, cfg.model.model, run.data.classes)
-    try:
-        run.core.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as e:
-        from ..errors import CheckpointError
-
-        raise CheckpointError(f"{run.resume} does not fit {cfg.model.model} as configured "
-                              f"(img size / classes?): {str(e).splitlines()[0]}") from None
-    if run.ema is not None and ckpt.get("state_dict_ema") is not None:
-        run.ema.module.load_state_dict(ckpt["state_dict_ema"])
-    run.optimizer.load_state_dict(ckpt["optimizer"])
-    load_scheduler_state(run.scheduler, ckpt.get("scheduler"))
-    if run.scaler is not None and ckpt.get("scaler"):
-        run.scaler.load_state_dict(ckpt["scaler"])
-    smp = ckpt.get("sampler") or {}
-    run.state = TrainState(epoch=int(smp.get("epoch", ckpt["epoch"])), step=int(ckpt["step"]),
-                           position=int(smp.get("start", 0)), best_history=list(ckpt.get("best_history") or []),
-                           bad_evals=int(ckpt.get("bad_evals", 0)), last_metrics=dict(ckpt.get("metrics") or {}))
-    per_rank = ckpt.get("rng_per_rank")
-    if per_rank is not None and len(per_rank) == dist.world_size:
-        set_rng_state(per_rank[dist.rank])
-    elif ckpt.get("rng") is not None and dist.world_size == 1:
-        set_rng_state(ckpt["rng"])
-    s = run.state
-    run.log(f"resumed from {run.resume}: epoch {s.epoch} done, step {s.step}, {s.position} samples into the next")
-
-
+# -- 2. resume: runstate.resume_run -----------------------------------------------------------------
 def _wrap_model(run: Run) -> None:
     """compile / DDP wrappers (after resume: state dicts load into the plain model), step parts, top-k."""
     cfg, dist = run.cfg, run.dist
@@ -322,32 +227,12 @@ def _wrap_model(run: Run) -> None:
     run.topk = TopK(run.run_dir, cfg.train.keep_top_k, cfg.train.best_metric != "loss", run.state.best_history)
 
 
-# -- checkpoints -----------------------------------------------------------------------------------------
-def _checkpoint(run: Run, epoch_complete: bool) -> dict:
-    """The checkpoint dict (format: fvt.engine.checkpoint) of the run as it stands."""
-    s, core, ema = run.state, run.core, run.ema
-    return {
-        "fvt_version": __version__, "model_name": run.cfg.model.model,
-        "model_kwargs": dict(getattr(core, "model_kwargs", {}) or {}),
-        "state_dict": core.state_dict(), "state_dict_ema": ema.module.state_dict() if ema is not None else None,
-        "classes": list(run.data.classes), "preprocessing": run.data.preprocessing.to_dict(),
-        "config": run.cfg.to_dict(), "epoch": s.epoch, "step": s.step, "metrics": dict(s.last_metrics),
-        "optimizer": run.optimizer.state_dict(), "scheduler": scheduler_state(run.scheduler),
-        "scaler": run.scaler.state_dict() if run.scaler is not None else None, "rng": get_rng_state(),
-        "sampler": {"epoch": s.epoch, "start": 0 if epoch_complete else s.position},
-        "best_history": [list(h) for h in run.topk.history], "bad_evals": s.bad_evals,
-        "epoch_complete": epoch_complete,
-    }
-
-
-def _save_last(run: Run, epoch_complete: bool, gather: bool = True) -> None:
-    # every rank's RNG travels in the checkpoint, so a DDP resume restores each rank's streams
-    per_rank = D.all_gather_objects(get_rng_state()) if gather and run.dist.distributed else None
+def _open_logs(run: Run) -> None:
+    """The set-up worked: config.yaml, log.jsonl, TensorBoard (rank 0)."""
+    run.logger = RunLogger(run.run_dir, enabled=run.dist.is_main, tensorboard=True)
     if run.dist.is_main:
-        ck = _checkpoint(run, epoch_complete)
-        if per_rank is not None:
-            ck["rng_per_rank"] = per_rank
-        atomic_save(ck, run.run_dir / "last.pt")
+        run.cfg.save(run.run_dir / "config.yaml")
+    D.barrier()
 
 
 # -- 3. epochs -------------------------------------------------------------------------------------------
@@ -356,15 +241,17 @@ def _epoch_loop(run: Run) -> str:
     cfg, s = run.cfg, run.state
     run.logger.event("start", world_size=run.dist.world_size, global_batch=run.global_batch, lr=run.lr,
                      epochs=run.epochs, resumed_from=str(run.resume) if run.resume else None,
-                     trainable_params=run.trainable)
+                     trainable_params=run.trainable, selected_weights=selection_weights(run))
+    run.loop_start = (time.time(), s.step)
     while s.epoch < run.epochs:
         if cfg.train.max_steps is not None and s.step >= cfg.train.max_steps:
             return "max_steps"
         row, stats, mid_epoch = _train_epoch(run)
         if mid_epoch:
+            _check_diverged(run, row)
             s.last_metrics = {k: v for k, v in row.items() if k.startswith(("val", "ema"))}
-            _save_last(run, False)
-            run.logger.epoch(row)
+            run.logger.epoch(row)  # D11: the row first, then the checkpoint that says it is done
+            save_last(run, False)
             run.log(format_epoch_line(row, run.epochs) + f" | stopped at --max-steps {cfg.train.max_steps}")
             run.notify("on_epoch_end", row)
             return "max_steps"
@@ -379,15 +266,18 @@ def _train_epoch(run: Run):
     sampler = run.train_loader.train_sampler
     sampler.set_epoch(s.epoch)
     sampler.set_start(s.position)
+    bar = run.dist.is_main and progress_bar_wanted()
 
     def on_step() -> None:
         n = cfg.train.save_every_steps
         if n and s.step % n == 0:
-            _save_last(run, False)
+            save_last(run, False)
 
     def log_step(rec: dict) -> None:
         run.logger.event("step", **rec)
         run.logger.scalars(rec["step"], "train", {k: v for k, v in rec.items() if k != "step"})
+        if not bar:  # no live bar (nohup, Slurm, a log file): one line every --log-every steps
+            run.log(progress_line(run, rec))
 
     stats = train_one_epoch(run.parts, run.train_loader, s, on_step, log_step, run.dist.is_main,
                             each_step=lambda rec: run.notify("on_step", rec))
@@ -413,11 +303,23 @@ def _evaluate(run: Run) -> dict:
     return out
 
 
+def _check_diverged(run: Run, row: dict) -> None:
+    """D17: a non-finite train/val loss or weights end the run before anything is marked best or saved."""
+    bad = [k for k in ("train_loss", "val_loss", "ema_val_loss") if k in row and not math.isfinite(row[k])]
+    bad += weights_finite(run)
+    if bad:
+        run.logger.epoch(row)  # the row shows what happened; the checkpoints keep the last good state
+        raise TrainingDiverged(f"non-finite {', '.join(bad)} at step {run.state.step} (epoch {row['epoch']}); "
+                               "try a lower --lr, --clip-grad 1.0 or --amp none")
+
+
 def _end_epoch(run: Run, row: dict, stats: dict) -> bool:
-    """Schedule, best checkpoints, last.pt, logs; returns True when early stopping ends the run."""
+    """Schedule, logs, best checkpoints, last.pt; returns True when early stopping ends the run."""
     cfg, s = run.cfg, run.state
+    _check_diverged(run, row)
     s.epoch += 1
     s.position = 0
+    s.loss_sum, s.loss_count = 0.0, 0
     row["epoch_time_s"] = stats["samples"] / max(stats["img_per_s"], 1e-9)
     key = BEST_KEYS[cfg.train.best_metric]
     if run.scheduler is not None:
@@ -425,14 +327,14 @@ def _end_epoch(run: Run, row: dict, stats: dict) -> bool:
         if metric is not None or cfg.sched.sched != "plateau":  # plateau needs a metric
             run.scheduler.step(s.epoch, metric)
     s.last_metrics = {k: v for k, v in row.items() if k.startswith(("val", "ema"))}
+    run.logger.epoch(row)  # D11: the row is on disk before the checkpoint that says the epoch is done
     improved = None
     if key in row and run.dist.is_main:
-        improved = run.topk.add(row[key], s.epoch, _checkpoint(run, True))
+        improved = run.topk.add(row[key], s.epoch, checkpoint_dict(run, True))
     improved = D.broadcast_object(improved)
     if key in row:
         s.bad_evals = 0 if improved == 0 else s.bad_evals + 1
-    _save_last(run, True)
-    run.logger.epoch(row)
+    save_last(run, True)
     run.log(format_epoch_line(row, run.epochs) + (" | best" if improved == 0 else ""))
     run.notify("on_epoch_end", row)
     if cfg.train.early_stop and s.bad_evals >= cfg.train.early_stop:
@@ -443,8 +345,9 @@ def _end_epoch(run: Run, row: dict, stats: dict) -> bool:
 
 # -- 4. finish -------------------------------------------------------------------------------------------
 def _interrupted(run: Run) -> dict:
-    _save_last(run, False, gather=False)  # ranks may be interrupted at different points: no collective
-    run.log(f"interrupted: saved {run.run_dir / 'last.pt'} at step {run.state.step}; continue with --resume auto")
+    save_last(run, False, gather=False)  # ranks may be interrupted at different points: no collective
+    run.log(f"interrupted: saved {run.run_dir / 'last.pt'} at step {run.state.step}; continue with "
+            f"fvt train --output {run.run_dir} --resume auto")
     run.logger.event("stop", reason="interrupted", step=run.state.step)
     run.logger.close()
     return {"run_dir": str(run.run_dir), "stopped_by": "interrupted", "step": run.state.step}
@@ -455,19 +358,23 @@ def _finish(run: Run, stopped_by: str) -> dict:
     run.logger.event("stop", reason=stopped_by, step=s.step, best=run.topk.best())
     run.logger.close()
     D.barrier()
+    report = None
     if run.dist.is_main:
-        _write_report(run.run_dir, run.log)
-    return {"run_dir": str(run.run_dir), "stopped_by": stopped_by, "step": s.step, "epoch": s.epoch,
-            "best": run.topk.best(), "metrics": s.last_metrics}
+        report = _write_report(run.run_dir, run.log)
+    summary = finish_summary(run, stopped_by, report)
+    for line in summary.pop("lines"):
+        run.log(line)
+    return summary
 
 
-def _write_report(run_dir: Path, log) -> None:
+def _write_report(run_dir: Path, log) -> Optional[Path]:
     try:
         from ..evaluation.report import write_report
     except ImportError:
-        return
+        return None
     try:
         write_report(run_dir)
-        log(f"report: {run_dir / 'report.html'}")
+        return run_dir / "report.html"
     except Exception as e:  # a report problem must not fail a finished training
         log(f"warning: report.html not written ({str(e).splitlines()[0]})")
+        return None
