@@ -58,7 +58,7 @@ def train(cfg: Config, callbacks: Optional[list] = None) -> dict:
 
 def _train(cfg: Config, dist: D.DistInfo, callbacks: list) -> dict:
     plan = plan_start(cfg)  # every check that needs no data; nothing written yet
-    if dist.distributed:  # rank 0's choice of folder (runs/train-N) holds for all
+    if dist.distributed:  # every rank checked the folder before rank 0 writes to it; rank 0's choice holds
         plan.run_dir = Path(D.broadcast_object(str(plan.run_dir) if dist.is_main else None))
         cfg.train.output = str(plan.run_dir)
     run = Run(cfg, dist, plan.run_dir, plan, callbacks)
