@@ -387,3 +387,37 @@ def test_exit_codes_are_the_documented_ones():
             errors.EXIT_INTERRUPTED) == (0, 1, 2, 3, 130)
     assert errors.TrainingDiverged("x").exit_code == 3 and errors.CheckFailed("x").exit_code == 1
     assert errors.UsageError("x").exit_code == errors.OutputError("x").exit_code == 2
+
+
+def test_os_errors_from_the_machine_are_one_line(monkeypatch, capsys):
+    import errno
+
+    import fvt.engine.commands as commands
+    from fvt.cli import main
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "/x/metrics.csv")
+
+    monkeypatch.setattr(commands, "run_train", full)
+    assert main(["train", "--data", "d"]) == 2
+    assert capsys.readouterr().err == "fvt: error: /x/metrics.csv: No space left on device\n"
+
+
+def test_progress_bar_on_a_terminal_or_in_a_notebook_only(monkeypatch):
+    import sys
+    import types
+
+    from fvt.engine.steps import progress_bar_wanted
+
+    monkeypatch.setenv("FVT_PROGRESS", "auto")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    monkeypatch.delitem(sys.modules, "IPython", raising=False)
+    assert not progress_bar_wanted()  # nohup / Slurm / a log file: log lines instead
+
+    class ZMQInteractiveShell:  # what Jupyter's kernel runs
+        pass
+
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: ZMQInteractiveShell()))
+    assert progress_bar_wanted()
+    monkeypatch.setenv("FVT_PROGRESS", "off")
+    assert not progress_bar_wanted()

@@ -52,8 +52,8 @@ def check_names(cfg: Config) -> None:
 
     models = list_models()
     if models and cfg.model.model not in models:
-        raise UsageError(f"--model {cfg.model.model!r} is not a model fvt knows{_hint(cfg.model.model, models)}; "
-                         "see `fvt models`")
+        raise UsageError(f"--model {cfg.model.model!r} is not a model fvt knows"
+                         f"{_hint(cfg.model.model, models) or '; see `fvt models`'}")
     optimizers = set(list_optimizers()) | {"sophia", "sophiag"}
     if cfg.optim.opt.lower() not in optimizers:
         raise UsageError(f"--opt {cfg.optim.opt!r} is not an optimizer timm or fvt knows"
