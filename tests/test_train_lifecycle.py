@@ -421,3 +421,17 @@ def test_progress_bar_on_a_terminal_or_in_a_notebook_only(monkeypatch):
     assert progress_bar_wanted()
     monkeypatch.setenv("FVT_PROGRESS", "off")
     assert not progress_bar_wanted()
+
+
+def test_resume_from_elsewhere_into_a_non_empty_folder_is_refused(finished, tmp_path, capsys):
+    """D8 via --resume: a checkpoint from run A continued into B, which holds another run, mixed the two."""
+    from fvt.cli import main
+
+    out, _ = finished
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "metrics.csv").write_text("epoch\n1\n")
+    rc = main(["train", "--output", str(other), "--resume", str(out / "last.pt"), "--epochs", "3"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "is not empty" in err
+    assert sorted(p.name for p in other.iterdir()) == ["metrics.csv"]

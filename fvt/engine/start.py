@@ -25,6 +25,7 @@ class StartPlan:
     resume: Optional[Path]         # checkpoint to continue from, if any
     ckpt: Optional[dict]           # that checkpoint, loaded and validated (D5)
     planned_epochs: Optional[int]  # epochs the resumed run was planned for (F1)
+    continuing: bool = False       # resuming the run that lives in run_dir (its files stay)
 
 
 def check_config(cfg: Config) -> None:
@@ -92,14 +93,16 @@ def plan_start(cfg: Config) -> StartPlan:
     resume = Path(r) if r and r != "auto" else (run_dir / "last.pt" if r == "auto" else None)
     if resume is not None and not resume.is_file():
         resume = None  # --resume auto with nothing to continue: a new run (said in the log)
-    check_run_dir(run_dir, resuming=bool(r), exist_ok=cfg.train.exist_ok)
+    # continuing the run that lives in run_dir; a checkpoint from elsewhere into a non-empty folder would mix two runs
+    here = r == "auto" or bool(r) and Path(r).resolve().parent == run_dir.resolve()
+    check_run_dir(run_dir, resuming=here, exist_ok=cfg.train.exist_ok)
     cfg.train.output = str(run_dir)
     ckpt, planned = None, None
     if resume is not None:
         ckpt = validate_for_resume(load_checkpoint(resume), resume)
         check_resumable(ckpt, resume, cfg.model.model, None)  # classes: after the scan
         planned = _check_resume_fits(cfg, ckpt, resume)
-    return StartPlan(run_dir, resume, ckpt, planned)
+    return StartPlan(run_dir, resume, ckpt, planned, continuing=here)
 
 
 def _check_resume_fits(cfg: Config, ckpt: dict, path: Path) -> Optional[int]:

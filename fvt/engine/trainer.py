@@ -64,7 +64,7 @@ def _train(cfg: Config, dist: D.DistInfo, callbacks: list) -> dict:
     run = Run(cfg, dist, plan.run_dir, plan, callbacks)
     folder = RunFolder(plan.run_dir) if dist.is_main else None
     if folder is not None:
-        folder.open(fresh=cfg.train.exist_ok and not cfg.train.resume, log=run.log)
+        folder.open(fresh=cfg.train.exist_ok and not plan.continuing, log=run.log)
     try:
         try:
             _setup_data(run)
