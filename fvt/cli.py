@@ -2,7 +2,9 @@
 
 Each subcommand lives with its stage of the data flow, in a module exposing
 ``add_<name>_arguments(parser)`` and ``run_<name>(args) -> int``; only the module of the
-command being run is imported.
+command being run is imported. Every error reaches stderr as one line ``fvt: error: ...``;
+exit codes (fvt.errors): 0 ok, 1 check failed, 2 usage/data error, 3 training diverged,
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import re
 import sys
 
-from .errors import FvtError
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, FvtError, choice_message
 
 COMMANDS = {
     "train": ("fvt.engine.commands", "train", "Train a FasterViT classifier on an image folder."),
@@ -26,10 +29,35 @@ COMMANDS = {
 }
 
 
+_INVALID_CHOICE = re.compile(r"argument (?P<flag>[^:]+): invalid choice: '?(?P<value>.*?)'? \(choose from (?P<choices>.*)\)")
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with a closest-name hint for unknown flags (exit code 2, one line)."""
+    """argparse speaking fvt's one style: ``fvt: error: ...`` on stderr, exit 2, choice lists worded by
+    fvt.errors.choice_message and shown as ``a|b|c`` in --help, a closest-name hint for unknown flags."""
+
+    def add_argument(self, *args, **kwargs):
+        if kwargs.get("choices") is not None and "metavar" not in kwargs:
+            kwargs["metavar"] = "|".join(map(str, kwargs["choices"]))
+        return super().add_argument(*args, **kwargs)
+
+    def add_argument_group(self, *args, **kwargs):
+        group = super().add_argument_group(*args, **kwargs)
+        plain = group.add_argument
+
+        def add_argument(*a, **kw):
+            if kw.get("choices") is not None and "metavar" not in kw:
+                kw["metavar"] = "|".join(map(str, kw["choices"]))
+            return plain(*a, **kw)
+
+        group.add_argument = add_argument
+        return group
 
     def error(self, message):
+        m = _INVALID_CHOICE.match(message)
+        if m:
+            choices = [c.strip().strip("'") for c in m.group("choices").split(",")]
+            message = choice_message(m.group("flag").split("/")[0], m.group("value"), choices)
         if message.startswith("unrecognized arguments:"):
             known = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
             hints = []
@@ -40,7 +68,7 @@ class ArgumentParser(argparse.ArgumentParser):
                         hints.append(f"did you mean {close[0]} (for {bad})?")
             if hints:
                 message += "; " + "; ".join(hints)
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(EXIT_USAGE, f"fvt: error: {message}\n")
 
 
 def build_parser(only: str | None = None) -> tuple[ArgumentParser, ArgumentParser | None]:
@@ -78,7 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         print("fvt: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except OSError as e:  # the machine, not fvt: a full disk, a vanished folder, a permission
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"fvt: error: {where}{e.strerror or e}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from .errors import UsageError
+from .errors import UsageError, choice_message
 
 
 def opt(default, help: str, choices=None, **kw):
@@ -122,7 +122,9 @@ class SchedConfig:
 
 @dataclass
 class TrainConfig:
-    output: str = opt("runs/train", "Run directory.")
+    output: Optional[str] = opt(None, "Run folder. Default: a new runs/train, runs/train-2, ... (or, resuming, the "
+                                      "folder of the checkpoint). A non-empty one needs --resume or --exist-ok.")
+    exist_ok: bool = opt(False, "Start a new run in a non-empty --output (the earlier run's files there are replaced).")
     device: str = opt("auto", "Device: auto, cpu, cuda, cuda:N.")
     amp: str = opt("auto", "Mixed precision: auto (bf16 on CUDA, and on CPUs where a quick timing finds it faster; float32 with --deterministic), none, bf16, fp16 (CUDA only).",
                    choices=("auto", "none", "bf16", "fp16"))
@@ -274,7 +276,7 @@ def coerce(key: str, value: Any) -> Any:
         raise UsageError(f"option '{key}' expects {_type_name(base)}, got {value!r}") from None
     choices = FIELDS[key].metadata.get("choices")
     if choices and value not in choices:
-        raise UsageError(f"option '{key}' must be one of {', '.join(choices)}; got {value!r}")
+        raise UsageError(choice_message("--" + key.replace("_", "-"), value, choices))
     return value
 
 

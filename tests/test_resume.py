@@ -1,5 +1,6 @@
 """Exact resume: a run SIGKILLed mid-epoch and resumed ends bit-identical to an uninterrupted one."""
 
+import csv
 import signal
 
 import pytest
@@ -41,3 +42,6 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     assert all(torch.equal(exp_a[i]["exp_avg"], exp_b[i]["exp_avg"]) for i in exp_a)
     # the weights did move, so equality is not trivial
     assert ref["metrics"] == pytest.approx(got["metrics"])
+    # D25: the resumed epoch's train_loss covers the whole epoch, not only the part after the resume
+    rows = [list(csv.DictReader((tmp_path / run / "metrics.csv").open())) for run in ("a", "b")]
+    assert [r["train_loss"] for r in rows[0]] == [r["train_loss"] for r in rows[1]]

@@ -120,7 +120,8 @@ def test_non_finite_loss_stops_naming_the_step(data, tmp_path, capsys):
                "--opt", "sgd", "--lr", "1e30", "--weight-decay", "0", "--amp", "none",
                "--save-every-steps", "1", "--no-ema", "--sched", "none", "--smoothing", "0"])
     err = capsys.readouterr().err
-    assert rc == 2 and "non-finite loss" in err and "at step" in err
+    assert rc == 3 and "non-finite loss" in err and "at step" in err  # exit 3: training diverged
     step = int(err.split("at step ")[1].split()[0])
     ck = torch.load(out / "last.pt", weights_only=True)
     assert ck["step"] == step - 1  # the last good state, not the diverged one
+    assert f"kept: {out / 'last.pt'} (step {step - 1}," in err and len(err.strip().splitlines()) == 1

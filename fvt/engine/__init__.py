@@ -7,8 +7,9 @@ process-group helpers in :mod:`fvt.engine.distributed` and
 """
 
 
-def train(cfg):  # noqa: D401 - thin lazy wrapper
-    """Run a whole training described by ``cfg`` (a :class:`fvt.config.Config`); returns a summary dict."""
+def train(cfg, callbacks=None):  # noqa: D401 - thin lazy wrapper
+    """Run a whole training described by ``cfg`` (a :class:`fvt.config.Config`); returns a summary dict.
+    ``callbacks``: objects with optional ``on_step(record)`` / ``on_epoch_end(row)`` (fvt.engine.trainer.train)."""
     from .trainer import train as _train
 
-    return _train(cfg)
+    return _train(cfg, callbacks)

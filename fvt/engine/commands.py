@@ -1,8 +1,9 @@
 """`fvt train`: flags generated from the typed config, plus --config FILE.yaml.
 
 Precedence: flag > --config file > default; when resuming, the resumed run's saved
-config.yaml takes the place of the defaults. The effective config is saved as
-RUN/config.yaml by the trainer.
+config.yaml takes the place of the defaults, except for the run folder: that is --output
+if given, else the folder holding the checkpoint (D9). The effective config is saved as
+RUN/config.yaml by the trainer. Exit codes: fvt.errors (0, 2, 3, 130).
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from pathlib import Path
 from typing import Optional
 
 from ..config import Config, add_config_arguments, config_from_args
+from ..errors import EXIT_INTERRUPTED, EXIT_OK
 
 EPILOG = """examples:
   fvt train --data ../shared/datasets/flowers --config configs/flowers.yaml --output runs/flowers
   fvt train --data DIR --pretrained faster_vit_0_224_1k.pth.tar --freeze stages:2 --img-size 160
-  fvt train --output runs/flowers --data DIR --resume auto --epochs 60        # continue a run
+  fvt train --output runs/flowers --resume auto --epochs 60                   # continue a run
+  fvt train --data DIR                          # no --output: runs/train, then runs/train-2, ...
   torchrun --nproc_per_node=2 -m fvt train --data DIR --batch-size 64          # DDP, 64 per process
 """
 
@@ -33,10 +36,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _resumed_run_config(cfg: Config) -> Optional[Path]:
     """config.yaml of the run being resumed (next to its checkpoint), if there is one."""
+    from .rundir import resolve_run_dir
+
     r = cfg.train.resume
     if not r:
         return None
-    ckpt = Path(cfg.train.output) / "last.pt" if r == "auto" else Path(r)
+    ckpt = resolve_run_dir(cfg.train.output, r) / "last.pt" if r == "auto" else Path(r)
     saved = ckpt.parent / "config.yaml"
     return saved if ckpt.is_file() and saved.is_file() else None
 
@@ -46,10 +51,13 @@ def run_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     saved = _resumed_run_config(cfg)
     if saved is not None:
-        # resuming: the run's own config is the base, then --config and flags on top of it
+        # resuming: the run's own config is the base, then --config and flags on top of it; the run
+        # folder is not taken from it (a copied run folder names the original one there: D9)
+        output = cfg.train.output
         cfg = config_from_args(args, base=Config.from_yaml(saved))
+        cfg.train.output = output
         logging.getLogger("fvt").info(f"resume: options not given default to {saved}")
     from . import train
 
     result = train(cfg)
-    return 130 if result.get("stopped_by") == "interrupted" else 0
+    return EXIT_INTERRUPTED if result.get("stopped_by") == "interrupted" else EXIT_OK

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from ..errors import FvtError
+from ..errors import TrainingDiverged  # noqa: F401 - raised here, exit code 3
 from . import distributed as D
 from .distill import distillation_loss, teacher_logits
 from .evaluate import autocast_context
@@ -28,10 +28,6 @@ from .sophia import SophiaG, refresh_hessian
 from .transfer import set_train_mode
 
 
-class TrainingDiverged(FvtError):
-    """A non-finite loss: the run stops, keeping the last good checkpoint."""
-
-
 @dataclass
 class TrainState:
     epoch: int = 0            # epochs completed
@@ -40,6 +36,8 @@ class TrainState:
     best_history: list = field(default_factory=list)
     bad_evals: int = 0        # evaluations without improvement (early stopping)
     last_metrics: dict = field(default_factory=dict)
+    loss_sum: float = 0.0     # D25: running train-loss sum / sample count of the current epoch (this rank),
+    loss_count: int = 0       # saved in mid-epoch checkpoints so a resumed epoch's train_loss covers all of it
 
 
 @dataclass
@@ -61,6 +59,23 @@ class StepParts:
     student_std: torch.Tensor
 
 
+def progress_bar_wanted() -> bool:
+    """A live bar on a terminal or in a notebook; elsewhere (nohup, Slurm, a log file) the trainer prints a
+    line every --log-every steps instead. FVT_PROGRESS=off|on overrides the guess."""
+    choice = os.environ.get("FVT_PROGRESS", "auto")
+    if choice in ("off", "on"):
+        return choice == "on"
+    return sys.stderr.isatty() or _in_notebook()
+
+
+def _in_notebook() -> bool:
+    shell = sys.modules.get("IPython")
+    try:
+        return shell is not None and type(shell.get_ipython()).__name__ == "ZMQInteractiveShell"
+    except Exception:
+        return False
+
+
 def _kill_hook(step: int) -> None:
     # Test hook for crash recovery: FVT_KILL_AFTER_STEP=N SIGKILLs this process after step N.
     target = os.environ.get("FVT_KILL_AFTER_STEP")
@@ -69,21 +84,24 @@ def _kill_hook(step: int) -> None:
 
 
 def train_one_epoch(p: StepParts, loader, state: TrainState, on_step: Callable[[], None],
-                    log_step: Callable[[dict], None], is_main: bool) -> dict:
-    """Train until the loader is exhausted or max_steps; returns mean loss, img/s, samples."""
+                    log_step: Callable[[dict], None], is_main: bool,
+                    each_step: Optional[Callable[[dict], None]] = None) -> dict:
+    """Train until the loader is exhausted or max_steps; returns mean loss, img/s, samples.
+
+    After every optimizer step: ``each_step(record)`` (if given), ``log_step(record)`` every
+    ``log_every`` steps, then ``on_step()``; record = step, epoch, loss (running mean), lr, img_per_s."""
     cfg = p.cfg
     accum = max(1, cfg.optim.accum_steps)
     bs = cfg.data.batch_size
     set_train_mode(p.model, p.keep_eval_bn)
     ddp = isinstance(p.model, torch.nn.parallel.DistributedDataParallel)
     total_batches = len(loader)
-    show = is_main and sys.stderr.isatty() and os.environ.get("FVT_PROGRESS", "auto") != "off"
     bar = None
-    if show:
-        from tqdm import tqdm
+    if is_main and progress_bar_wanted():
+        from tqdm.auto import tqdm  # a widget in Jupyter, a text bar on a terminal
 
         bar = tqdm(total=total_batches, desc=f"epoch {state.epoch + 1}", leave=False, dynamic_ncols=True)
-    loss_sum, loss_n, seen, t0 = 0.0, 0, 0, time.perf_counter()
+    seen, t0 = 0, time.perf_counter()
     micro, position0 = 0, state.position
     batches = 0
     remaining = len(loader.batch_sampler.sampler)  # this rank's samples left in the epoch
@@ -107,8 +125,8 @@ def train_one_epoch(p: StepParts, loader, state: TrainState, on_step: Callable[[
                 (p.scaler.scale(scaled) if p.scaler is not None else scaled).backward()
             if final and cfg.optim.sam_rho > 0:
                 _sam_second_pass(p, images, soft, t_out, state, batches)
-            loss_sum += float(loss.detach()) * images.shape[0]
-            loss_n += images.shape[0]
+            state.loss_sum += float(loss.detach()) * images.shape[0]
+            state.loss_count += images.shape[0]
             seen += images.shape[0]
             last_images = images
         if not final:
@@ -123,10 +141,13 @@ def train_one_epoch(p: StepParts, loader, state: TrainState, on_step: Callable[[
         elapsed = max(time.perf_counter() - t0, 1e-9)
         if bar is not None:
             bar.update(batches - bar.n)
-            bar.set_postfix(loss=f"{loss_sum / max(loss_n, 1):.4f}", lr=f"{lr:.2e}", ips=f"{seen * D.get_world_size() / elapsed:.0f}")
+            bar.set_postfix(loss=f"{state.loss_sum / max(state.loss_count, 1):.4f}", lr=f"{lr:.2e}", ips=f"{seen * D.get_world_size() / elapsed:.0f}")
+        record = {"step": state.step, "epoch": state.epoch + 1, "loss": state.loss_sum / max(state.loss_count, 1), "lr": lr,
+                  "img_per_s": seen * D.get_world_size() / elapsed}
+        if each_step is not None:
+            each_step(record)
         if cfg.train.log_every and state.step % cfg.train.log_every == 0:
-            log_step({"step": state.step, "epoch": state.epoch + 1, "loss": loss_sum / max(loss_n, 1), "lr": lr,
-                      "img_per_s": seen * D.get_world_size() / elapsed})
+            log_step(record)
         on_step()
         _kill_hook(state.step)
         if cfg.train.max_steps is not None and state.step >= cfg.train.max_steps:
@@ -134,10 +155,10 @@ def train_one_epoch(p: StepParts, loader, state: TrainState, on_step: Callable[[
     if bar is not None:
         bar.close()
     elapsed = max(time.perf_counter() - t0, 1e-9)
-    stats = torch.tensor([loss_sum, float(loss_n)], dtype=torch.float64)
+    stats = torch.tensor([state.loss_sum, float(state.loss_count), float(seen)], dtype=torch.float64)
     stats = D.all_reduce_sum(stats)
-    return {"train_loss": float(stats[0] / max(stats[1], 1)), "img_per_s": float(stats[1]) / elapsed,
-            "samples": int(stats[1])}
+    return {"train_loss": float(stats[0] / max(stats[1], 1)), "img_per_s": float(stats[2]) / elapsed,
+            "samples": int(stats[2])}
 
 
 def _forward_loss(p: StepParts, images: torch.Tensor, soft: torch.Tensor, t_out: Optional[torch.Tensor] = None):
@@ -175,7 +196,7 @@ def _check_finite(loss: torch.Tensor, state: TrainState, batch: int) -> None:
     if bad.item():
         raise TrainingDiverged(
             f"non-finite loss ({float(loss.detach())}) at step {state.step + 1} (epoch {state.epoch + 1}, batch {batch}); "
-            "stopped, last.pt keeps the last good state. Try a lower --lr, --clip-grad 1.0 or --amp none")
+            "try a lower --lr, --clip-grad 1.0 or --amp none")
 
 
 def _optimizer_step(p: StepParts, state: TrainState) -> None:

@@ -1,69 +1,126 @@
 """`fvt train`: set up data, model, optimizer, and run the epochs (single process or torchrun).
 
-Order of work: process group -> data (rank 0 writes split.json / bad_files.txt) -> model
-(pretrained, freeze, SyncBN, EMA, compile, DDP) -> optimizer / schedule -> resume -> epochs.
-Each epoch: train, evaluate (model and EMA), step the schedule, log, save last.pt and the
-top-k best; early stopping, non-finite loss and Ctrl-C end the run cleanly.
+The run reads as four phases, each a function below:
+  0. start    (`fvt.engine.start.plan_start`, `RunFolder.open`): every check that needs no data, then the
+     run folder's lock; nothing is written before, and a failed set-up removes what it wrote;
+  1. set-up   (`_setup_data`, `_setup_model`, `_setup_optimization`): data (rank 0 writes split.json /
+     bad_files.txt) -> model (pretrained, freeze, SyncBN, EMA) -> optimizer / schedule / loss;
+  2. resume   (`_resume`): weights, optimizer, schedule, RNG, sampler position and loss sums;
+  3. epochs   (`_epoch_loop` -> `_train_epoch`, `_evaluate`, `_end_epoch`): train, evaluate (model and EMA),
+     step the schedule, log the row, then save the top-k best and last.pt; early stopping, divergence
+     (exit 3) and Ctrl-C (exit 130) end the run cleanly;
+  4. finish   (`_finish`): stop event, report.html, the closing summary.
+Everything the phases share lives on one `fvt.engine.runstate.Run`, with the checkpoint and resume code.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from .. import __version__
 from ..config import Config
-from ..errors import UsageError
+from ..errors import TrainingDiverged
 from . import distributed as D
-from .checkpoint import TopK, atomic_save, check_resumable, load_checkpoint
+from .checkpoint import TopK
 from .evaluate import classification_metrics, run_inference
-from .optim import (build_optimizer, build_scheduler, current_lr, effective_lr, load_scheduler_state,
-                    scheduler_state)
+from .optim import build_optimizer, build_scheduler, current_lr, effective_lr
 from .precision import resolve_amp
-from .rng import get_rng_state, seed_everything, set_rng_state
+from .rng import seed_everything
+from .rundir import RunFolder
 from .runlog import RunLogger, format_epoch_line
-from .steps import StepParts, TrainState, train_one_epoch
+from .runstate import (BEST_KEYS, Run, checkpoint_dict, finish_summary, progress_line, resume_run, save_last,
+                       selection_weights, weights_finite, what_was_kept)
+from .start import plan_start
+from .steps import StepParts, progress_bar_wanted, train_one_epoch
 from .transfer import apply_freeze, count_params, frozen_batchnorms
 
-BEST_KEYS = {"top1": "val_top1", "top5": "val_top5", "loss": "val_loss", "ema_top1": "ema_val_top1"}
+
+def train(cfg: Config, callbacks: Optional[list] = None) -> dict:
+    """Train as ``cfg`` says; returns a summary (run_dir, stopped_by, step, epoch, best, best_epoch,
+    metrics, selected_weights, best_path, report, wall_time_s).
+
+    ``callbacks``: objects with optional methods ``on_step(record: dict)`` (after every optimizer step:
+    step, epoch, loss, lr, img_per_s) and ``on_epoch_end(row: dict)`` (the metrics.csv row). They are
+    called in the main process only; an exception in a callback stops the run like any other error."""
+    created = not D.is_initialized()  # tear down only a process group this call set up
+    dist = D.init_distributed(cfg.train.device)
+    try:
+        return _train(cfg, dist, list(callbacks or []))
+    finally:
+        if created:
+            D.cleanup()
 
 
-def _set_determinism(cfg: Config) -> None:
+def _train(cfg: Config, dist: D.DistInfo, callbacks: list) -> dict:
+    plan = plan_start(cfg)  # every check that needs no data; nothing written yet
+    if dist.distributed:  # every rank checked the folder before rank 0 writes to it; rank 0's choice holds
+        plan.run_dir = Path(D.broadcast_object(str(plan.run_dir) if dist.is_main else None))
+        cfg.train.output = str(plan.run_dir)
+    run = Run(cfg, dist, plan.run_dir, plan, callbacks)
+    folder = RunFolder(plan.run_dir) if dist.is_main else None
+    if folder is not None:
+        folder.open(fresh=cfg.train.exist_ok and not plan.continuing, log=run.log)
+    try:
+        try:
+            _setup_data(run)
+            _setup_model(run)
+            _setup_optimization(run)
+            resume_run(run)
+            _wrap_model(run)
+            _open_logs(run)
+        except BaseException:
+            if folder is not None:
+                folder.rollback()  # a failed start leaves nothing behind
+            raise
+        try:
+            stopped_by = _epoch_loop(run)
+        except KeyboardInterrupt:
+            return _interrupted(run)
+        except TrainingDiverged as e:  # D17: say exactly what was kept
+            run.logger.event("stop", reason="diverged", step=run.state.step, message=str(e))
+            run.logger.close()
+            raise TrainingDiverged(f"{e}; {what_was_kept(run)}") from None
+        return _finish(run, stopped_by)
+    finally:
+        if folder is not None:
+            folder.close()
+
+
+# -- 1. set-up -------------------------------------------------------------------------------------------
+def _setup_data(run: Run) -> None:
+    """Seeds, precision, the scanned data (rank 0 writes split.json / bad_files.txt)."""
+    from ..data import build_data
+
+    cfg, dist = run.cfg, run.dist
     if cfg.train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
     elif torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True
+    # Denormal floats (tiny Adam moments, decayed weights) make x86 CPU math many times slower as a
+    # run goes on; flushing them to zero keeps late epochs as fast as early ones.
+    torch.set_flush_denormal(True)
+    seed_everything(cfg.train.seed + dist.rank)
+    run.amp_dtype = resolve_amp(cfg.train.amp, dist.device, cfg.train.deterministic)
+    if dist.distributed and cfg.train.amp == "auto":  # a timed choice: every rank takes rank 0's
+        run.amp_dtype = D.broadcast_object(run.amp_dtype if dist.is_main else None)
+    D.barrier()  # rank 0 holds the run folder
+    run.data = build_data(cfg, run.run_dir, dist.rank, dist.world_size)
+    for line in run.data.summary_lines():
+        run.log(line)
 
 
-def _resume_path(cfg: Config, run_dir: Path) -> Optional[Path]:
-    r = cfg.train.resume
-    if not r:
-        return None
-    if r == "auto":
-        p = run_dir / "last.pt"
-        return p if p.is_file() else None
-    p = Path(r)
-    if not p.is_file():
-        raise UsageError(f"--resume {r}: no such checkpoint (use --resume auto to continue {run_dir} if it has last.pt)")
-    return p
+def _build_model(cfg: Config, num_classes: int, input_size):
+    from ..errors import UsageError
+    from ..models import create_model
 
-
-def _build_model(cfg: Config, num_classes: int, input_size, log):
-    from ..models import create_model, list_models
-
-    name = cfg.model.model
-    names = list_models()
-    if names and name not in names:
-        import difflib
-
-        close = difflib.get_close_matches(name, names, n=1)
-        raise UsageError(f"unknown model --model {name!r}" + (f"; did you mean '{close[0]}'?" if close else "; see `fvt models`"))
+    name = cfg.model.model  # a known name: checked by start.check_names before the data scan
     kw = {"num_classes": num_classes, "img_size": list(input_size)}
     if cfg.model.drop_path_rate is not None:
         kw["drop_path_rate"] = cfg.model.drop_path_rate
@@ -75,65 +132,22 @@ def _build_model(cfg: Config, num_classes: int, input_size, log):
         raise UsageError(f"--model {name} at --img-size {list(input_size)}: {str(e).splitlines()[0]}") from None
 
 
-def train(cfg: Config) -> dict:
-    """Train as ``cfg`` says; returns a summary (best metric, last metrics, steps, run_dir, stopped_by)."""
-    created = not D.is_initialized()  # tear down only a process group this call set up
-    dist = D.init_distributed(cfg.train.device)
-    try:
-        return _train(cfg, dist)
-    finally:
-        if created:
-            D.cleanup()
-
-
-def _train(cfg: Config, dist: D.DistInfo) -> dict:
-    from ..data import build_data
-    from ..data.loaders import build_eval_loader, build_mixup, build_train_loader
-
-    run_dir = Path(cfg.train.output)
-    logger = RunLogger(run_dir, enabled=dist.is_main, tensorboard=True)
-    log = logger.print
-    if not cfg.data.data:
-        raise UsageError("no data given: pass --data DIR (class folders, or train/ and val/) or set data: in --config")
-    if cfg.data.batch_size < 2:
-        raise UsageError(f"--batch-size {cfg.data.batch_size} is per process; BatchNorm cannot train on a single "
-                         "sample: use --batch-size 2 or more")
-    if cfg.optim.sam_rho < 0 or (cfg.optim.sam_rho > 0 and cfg.optim.accum_steps > 1):
-        raise UsageError(f"--sam-rho {cfg.optim.sam_rho}: SAM needs a radius >= 0 and --accum-steps 1 (its second "
-                         "pass recomputes one batch); raise --batch-size instead of accumulating")
-    if cfg.optim.accum_steps < 1 or cfg.sched.epochs < 1:
-        raise UsageError("--accum-steps and --epochs must be >= 1")
-    _set_determinism(cfg)
-    # Denormal floats (tiny Adam moments, decayed weights) make x86 CPU math many times slower as a
-    # run goes on; flushing them to zero keeps late epochs as fast as early ones.
-    torch.set_flush_denormal(True)
-    seed_everything(cfg.train.seed + dist.rank)
-    amp_dtype = resolve_amp(cfg.train.amp, dist.device, cfg.train.deterministic)
-    if dist.distributed and cfg.train.amp == "auto":  # a timed choice: every rank takes rank 0's
-        amp_dtype = D.broadcast_object(amp_dtype if dist.is_main else None)
-    resume = _resume_path(cfg, run_dir)
-
-    data = build_data(cfg, run_dir, dist.rank, dist.world_size)
-    for line in data.summary_lines():
-        log(line)
-    if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.save(run_dir / "config.yaml")
-    D.barrier()
-    classes, preproc = data.classes, data.preprocessing
-
-    model = _build_model(cfg, len(classes), preproc.input_size, log)
-    if cfg.model.pretrained and resume is None:
+def _setup_model(run: Run) -> None:
+    """The model: pretrained weights, freezing, SyncBN, device, memory format, EMA."""
+    cfg, dist, log = run.cfg, run.dist, run.log
+    preproc = run.data.preprocessing
+    model = _build_model(cfg, len(run.data.classes), preproc.input_size)
+    if cfg.model.pretrained and run.resume is None:
         from ..models import load_pretrained
 
         report = load_pretrained(model, cfg.model.pretrained, use_ema=not cfg.model.pretrained_raw)
         log(f"pretrained: {report.summary() if hasattr(report, 'summary') else report}")
     frozen = apply_freeze(model, cfg.model.freeze)
-    trainable, total = count_params(model)
+    run.trainable, total = count_params(model)
     if frozen:
         log(f"frozen: {len(frozen)} tensors ({cfg.model.freeze}), e.g. {', '.join(frozen[:3])}")
     log(f"model: {cfg.model.model} at {preproc.input_size[0]}x{preproc.input_size[1]}, "
-        f"{trainable / 1e6:.2f}M of {total / 1e6:.2f}M parameters train")
+        f"{run.trainable / 1e6:.2f}M of {total / 1e6:.2f}M parameters train")
     if cfg.model.grad_checkpointing and hasattr(model, "set_grad_checkpointing"):
         model.set_grad_checkpointing(True)
     if dist.distributed and cfg.model.sync_bn:
@@ -141,195 +155,226 @@ def _train(cfg: Config, dist: D.DistInfo) -> dict:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         else:  # torch's SyncBatchNorm runs on GPUs only
             log("warning: --sync-bn needs CUDA devices; BatchNorm stays per-process on CPU")
-    keep_eval_bn = frozen_batchnorms(model, cfg.model.bn_eval)
+    run.keep_eval_bn = frozen_batchnorms(model, cfg.model.bn_eval)
     model.to(dist.device)
     if cfg.model.channels_last:
         model.to(memory_format=torch.channels_last)
-    core = model
-
-    train_loader = build_train_loader(data, cfg, dist.rank, dist.world_size)
-    sampler = train_loader.train_sampler
-    eval_bs = cfg.data.eval_batch_size or 2 * cfg.data.batch_size
-    val_loader = build_eval_loader(data.val, eval_bs, cfg.data.workers, dist.rank, dist.world_size) if data.val else None
-    accum = max(1, cfg.optim.accum_steps)
-    global_batch = cfg.data.batch_size * dist.world_size * accum
-    lr = effective_lr(cfg, global_batch)
-    log(f"batch: {cfg.data.batch_size} per process x {dist.world_size} process(es) x {accum} accumulation = "
-        f"global batch {global_batch}; lr {lr:.3g}; device {dist.device}; amp {str(amp_dtype).replace('torch.', '') if amp_dtype else 'none (float32)'}{' (auto)' if cfg.train.amp == 'auto' else ''}")
-    optimizer = build_optimizer(core, cfg, lr)
-    updates_per_epoch = math.ceil(len(train_loader) / accum)
-    scheduler, epochs = build_scheduler(optimizer, cfg, updates_per_epoch)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    ema = None
+    run.model = run.core = model
     if cfg.train.ema:
         from timm.utils import ModelEmaV3
 
-        ema = ModelEmaV3(core, decay=cfg.train.ema_decay)
+        run.ema = ModelEmaV3(model, decay=cfg.train.ema_decay)
 
-    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
-    mixup = build_mixup(cfg.aug, len(classes))
-    if mixup is not None:
-        criterion = SoftTargetCrossEntropy()
-    elif cfg.aug.smoothing > 0:
-        criterion = LabelSmoothingCrossEntropy(cfg.aug.smoothing)
-    else:
-        criterion = torch.nn.CrossEntropyLoss()
-    teacher = None
+def _setup_optimization(run: Run) -> None:
+    """Loaders, optimizer, schedule, loss scaler, loss function and teacher."""
+    from ..data.loaders import build_eval_loader, build_train_loader
+
+    cfg, dist, data = run.cfg, run.dist, run.data
+    run.train_loader = build_train_loader(data, cfg, dist.rank, dist.world_size)
+    eval_bs = cfg.data.eval_batch_size or 2 * cfg.data.batch_size
+    if data.val:
+        run.val_loader = build_eval_loader(data.val, eval_bs, cfg.data.workers, dist.rank, dist.world_size)
+    accum = max(1, cfg.optim.accum_steps)
+    run.global_batch = cfg.data.batch_size * dist.world_size * accum
+    run.lr = effective_lr(cfg, run.global_batch)
+    amp = str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "none (float32)"
+    run.log(f"batch: {cfg.data.batch_size} per process x {dist.world_size} process(es) x {accum} accumulation = "
+            f"global batch {run.global_batch}; lr {run.lr:.3g}; device {dist.device}; amp {amp}"
+            f"{' (auto)' if cfg.train.amp == 'auto' else ''}")
+    run.optimizer = build_optimizer(run.core, cfg, run.lr)
+    run.updates_per_epoch = math.ceil(len(run.train_loader) / accum)
+    run.scheduler, run.epochs = build_scheduler(run.optimizer, cfg, run.updates_per_epoch)
+    s = cfg.sched
+    if run.scheduler is not None and 0 < s.warmup_epochs and s.warmup_epochs >= s.epochs:  # F8
+        run.log(f"warning: --warmup-epochs {s.warmup_epochs:g} >= --epochs {s.epochs}: the lr only warms up and "
+                f"never reaches its peak {run.lr:.3g}; use --warmup-epochs {max(0, s.epochs // 10)} or more --epochs")
+    run.scaler = torch.amp.GradScaler("cuda") if run.amp_dtype == torch.float16 else None
+    run.criterion, run.mixup = _build_criterion(cfg, len(data.classes))
     if cfg.distill.teacher:
         from .distill import build_teacher
 
-        teacher = build_teacher(cfg, len(classes), dist.device, log)
+        run.teacher = build_teacher(cfg, len(data.classes), dist.device, run.log)
 
-    state = TrainState()
-    if resume is not None:
-        ckpt = load_checkpoint(resume)
-        check_resumable(ckpt, resume, cfg.model.model, classes)
-        try:
-            core.load_state_dict(ckpt["state_dict"])
-        except RuntimeError as e:
-            from ..errors import CheckpointError
 
-            raise CheckpointError(f"{resume} does not fit {cfg.model.model} as configured "
-                                  f"(img size / classes?): {str(e).splitlines()[0]}") from None
-        if ema is not None and ckpt.get("state_dict_ema") is not None:
-            ema.module.load_state_dict(ckpt["state_dict_ema"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        load_scheduler_state(scheduler, ckpt.get("scheduler"))
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        smp = ckpt.get("sampler") or {}
-        state = TrainState(epoch=int(smp.get("epoch", ckpt["epoch"])), step=int(ckpt["step"]),
-                           position=int(smp.get("start", 0)), best_history=list(ckpt.get("best_history") or []),
-                           bad_evals=int(ckpt.get("bad_evals", 0)), last_metrics=dict(ckpt.get("metrics") or {}))
-        per_rank = ckpt.get("rng_per_rank")
-        if per_rank is not None and len(per_rank) == dist.world_size:
-            set_rng_state(per_rank[dist.rank])
-        elif ckpt.get("rng") is not None and dist.world_size == 1:
-            set_rng_state(ckpt["rng"])
-        log(f"resumed from {resume}: epoch {state.epoch} done, step {state.step}, {state.position} samples into the next")
-        del ckpt
-    elif cfg.train.resume == "auto":
-        log(f"--resume auto: no last.pt in {run_dir}, starting a new run")
+def _build_criterion(cfg: Config, num_classes: int):
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
+    from ..data.loaders import build_mixup
+
+    mixup = build_mixup(cfg.aug, num_classes)
+    if mixup is not None:
+        return SoftTargetCrossEntropy(), mixup
+    if cfg.aug.smoothing > 0:
+        return LabelSmoothingCrossEntropy(cfg.aug.smoothing), mixup
+    return torch.nn.CrossEntropyLoss(), mixup
+
+
+# -- 2. resume: runstate.resume_run -----------------------------------------------------------------
+def _wrap_model(run: Run) -> None:
+    """compile / DDP wrappers (after resume: state dicts load into the plain model), step parts, top-k."""
+    cfg, dist = run.cfg, run.dist
     if cfg.model.compile:
-        model = torch.compile(model)
+        run.model = torch.compile(run.model)
     if dist.distributed:
         ids = [dist.device.index] if dist.device.type == "cuda" else None
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-
+        run.model = torch.nn.parallel.DistributedDataParallel(run.model, device_ids=ids)
+    preproc = run.data.preprocessing
     mean = torch.tensor(preproc.mean, device=dist.device).view(1, -1, 1, 1)
     std = torch.tensor(preproc.std, device=dist.device).view(1, -1, 1, 1)
-    parts = StepParts(model, core, optimizer, scheduler, scaler, ema, criterion, mixup, teacher, keep_eval_bn,
-                      dist.device, amp_dtype, cfg, mean, std)
-    topk = TopK(run_dir, cfg.train.keep_top_k, cfg.train.best_metric != "loss", state.best_history)
+    run.parts = StepParts(run.model, run.core, run.optimizer, run.scheduler, run.scaler, run.ema, run.criterion,
+                          run.mixup, run.teacher, run.keep_eval_bn, dist.device, run.amp_dtype, cfg, mean, std)
+    run.topk = TopK(run.run_dir, cfg.train.keep_top_k, cfg.train.best_metric != "loss", run.state.best_history)
 
-    def checkpoint(epoch_complete: bool) -> dict:
-        return {
-            "fvt_version": __version__, "model_name": cfg.model.model,
-            "model_kwargs": dict(getattr(core, "model_kwargs", {}) or {}),
-            "state_dict": core.state_dict(), "state_dict_ema": ema.module.state_dict() if ema is not None else None,
-            "classes": list(classes), "preprocessing": preproc.to_dict(), "config": cfg.to_dict(),
-            "epoch": state.epoch, "step": state.step, "metrics": dict(state.last_metrics),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler_state(scheduler),
-            "scaler": scaler.state_dict() if scaler is not None else None, "rng": get_rng_state(),
-            "sampler": {"epoch": state.epoch, "start": 0 if epoch_complete else state.position},
-            "best_history": [list(h) for h in topk.history], "bad_evals": state.bad_evals,
-            "epoch_complete": epoch_complete,
-        }
 
-    def save_last(epoch_complete: bool, gather: bool = True) -> None:
-        # every rank's RNG travels in the checkpoint, so a DDP resume restores each rank's streams
-        per_rank = D.all_gather_objects(get_rng_state()) if gather and dist.distributed else None
-        if dist.is_main:
-            ck = checkpoint(epoch_complete)
-            if per_rank is not None:
-                ck["rng_per_rank"] = per_rank
-            atomic_save(ck, run_dir / "last.pt")
+def _open_logs(run: Run) -> None:
+    """The set-up worked: config.yaml, log.jsonl, TensorBoard (rank 0)."""
+    run.logger = RunLogger(run.run_dir, enabled=run.dist.is_main, tensorboard=True)
+    if run.dist.is_main:
+        run.cfg.save(run.run_dir / "config.yaml")
+    D.barrier()
+
+
+# -- 3. epochs -------------------------------------------------------------------------------------------
+def _epoch_loop(run: Run) -> str:
+    """Train epoch after epoch; returns why the loop stopped (epochs, max_steps, early_stop)."""
+    cfg, s = run.cfg, run.state
+    run.logger.event("start", world_size=run.dist.world_size, global_batch=run.global_batch, lr=run.lr,
+                     epochs=run.epochs, resumed_from=str(run.resume) if run.resume else None,
+                     trainable_params=run.trainable, selected_weights=selection_weights(run))
+    run.loop_start = (time.time(), s.step)
+    while s.epoch < run.epochs:
+        if cfg.train.max_steps is not None and s.step >= cfg.train.max_steps:
+            return "max_steps"
+        row, stats, mid_epoch = _train_epoch(run)
+        if mid_epoch:
+            _check_diverged(run, row)
+            s.last_metrics = {k: v for k, v in row.items() if k.startswith(("val", "ema"))}
+            run.logger.epoch(row)  # D11: the row first, then the checkpoint that says it is done
+            save_last(run, False)
+            run.log(format_epoch_line(row, run.epochs) + f" | stopped at --max-steps {cfg.train.max_steps}")
+            run.notify("on_epoch_end", row)
+            return "max_steps"
+        if _end_epoch(run, row, stats):
+            return "early_stop"
+    return "epochs"
+
+
+def _train_epoch(run: Run):
+    """One pass over the training data, then the evaluation if due; returns (row, stats, stopped mid-epoch)."""
+    cfg, s = run.cfg, run.state
+    sampler = run.train_loader.train_sampler
+    sampler.set_epoch(s.epoch)
+    sampler.set_start(s.position)
+    bar = run.dist.is_main and progress_bar_wanted()
 
     def on_step() -> None:
         n = cfg.train.save_every_steps
-        if n and state.step % n == 0:
-            save_last(False)
+        if n and s.step % n == 0:
+            save_last(run, False)
 
     def log_step(rec: dict) -> None:
-        logger.event("step", **rec)
-        logger.scalars(rec["step"], "train", {k: v for k, v in rec.items() if k != "step"})
+        run.logger.event("step", **rec)
+        run.logger.scalars(rec["step"], "train", {k: v for k, v in rec.items() if k != "step"})
+        if not bar:  # no live bar (nohup, Slurm, a log file): one line every --log-every steps
+            run.log(progress_line(run, rec))
 
-    logger.event("start", world_size=dist.world_size, global_batch=global_batch, lr=lr, epochs=epochs,
-                 resumed_from=str(resume) if resume else None, trainable_params=trainable)
-    stopped_by = "epochs"
-    try:
-        while state.epoch < epochs:
-            if cfg.train.max_steps is not None and state.step >= cfg.train.max_steps:
-                stopped_by = "max_steps"
-                break
-            sampler.set_epoch(state.epoch)
-            sampler.set_start(state.position)
-            stats = train_one_epoch(parts, train_loader, state, on_step, log_step, dist.is_main)
-            mid_epoch = cfg.train.max_steps is not None and state.step >= cfg.train.max_steps and \
-                state.position < sampler.epoch_length()
-            row = {"epoch": state.epoch + 1, "step": state.step, "lr": current_lr(optimizer),
-                   "train_loss": stats["train_loss"], "img_per_s": stats["img_per_s"]}
-            evaluate_now = val_loader is not None and ((state.epoch + 1) % max(1, cfg.train.eval_every) == 0
-                                                       or state.epoch + 1 == epochs or mid_epoch)
-            if evaluate_now:
-                for prefix, net in (("", model if not dist.distributed else core), ("ema_", ema.module if ema else None)):
-                    if net is None:
-                        continue
-                    lg, tg, _ = run_inference(net, val_loader, dist.device, amp_dtype, cfg.model.channels_last)
-                    row.update({f"{prefix}val_{k}": v for k, v in classification_metrics(lg, tg).items() if k != "count"})
-            if mid_epoch:
-                state.last_metrics = {k: v for k, v in row.items() if k.startswith(("val", "ema"))}
-                save_last(False)
-                stopped_by = "max_steps"
-                logger.epoch(row)
-                log(format_epoch_line(row, epochs) + f" | stopped at --max-steps {cfg.train.max_steps}")
-                break
-            state.epoch += 1
-            state.position = 0
-            row["epoch_time_s"] = stats["samples"] / max(stats["img_per_s"], 1e-9)
-            if scheduler is not None:
-                metric = row.get(BEST_KEYS[cfg.train.best_metric], row.get("val_top1"))
-                if metric is not None or cfg.sched.sched != "plateau":  # plateau needs a metric
-                    scheduler.step(state.epoch, metric)
-            state.last_metrics = {k: v for k, v in row.items() if k.startswith(("val", "ema"))}
-            improved = None
-            key = BEST_KEYS[cfg.train.best_metric]
-            if key in row and dist.is_main:
-                improved = topk.add(row[key], state.epoch, checkpoint(True))
-            improved = D.broadcast_object(improved)
-            if key in row:
-                state.bad_evals = 0 if improved == 0 else state.bad_evals + 1
-            save_last(True)
-            logger.epoch(row)
-            log(format_epoch_line(row, epochs) + (" | best" if improved == 0 else ""))
-            if cfg.train.early_stop and state.bad_evals >= cfg.train.early_stop:
-                log(f"early stop: {state.bad_evals} evaluations without a better {key}")
-                stopped_by = "early_stop"
-                break
-    except KeyboardInterrupt:
-        save_last(False, gather=False)  # ranks may be interrupted at different points: no collective
-        log(f"interrupted: saved {run_dir / 'last.pt'} at step {state.step}; continue with --resume auto")
-        logger.event("stop", reason="interrupted", step=state.step)
-        logger.close()
-        return {"run_dir": str(run_dir), "stopped_by": "interrupted", "step": state.step}
-    logger.event("stop", reason=stopped_by, step=state.step, best=topk.best())
-    logger.close()
+    stats = train_one_epoch(run.parts, run.train_loader, s, on_step, log_step, run.dist.is_main,
+                            each_step=lambda rec: run.notify("on_step", rec))
+    mid_epoch = cfg.train.max_steps is not None and s.step >= cfg.train.max_steps and \
+        s.position < sampler.epoch_length()
+    row = {"epoch": s.epoch + 1, "step": s.step, "lr": current_lr(run.optimizer),
+           "train_loss": stats["train_loss"], "img_per_s": stats["img_per_s"]}
+    due = (s.epoch + 1) % max(1, cfg.train.eval_every) == 0 or s.epoch + 1 == run.epochs or mid_epoch
+    if run.val_loader is not None and due:
+        row.update(_evaluate(run))
+    return row, stats, mid_epoch
+
+
+def _evaluate(run: Run) -> dict:
+    """Validation metrics of the model (val_*) and of its EMA (ema_val_*)."""
+    dist, out = run.dist, {}
+    for prefix, net in (("", run.model if not dist.distributed else run.core),
+                        ("ema_", run.ema.module if run.ema else None)):
+        if net is None:
+            continue
+        lg, tg, _ = run_inference(net, run.val_loader, dist.device, run.amp_dtype, run.cfg.model.channels_last)
+        out.update({f"{prefix}val_{k}": v for k, v in classification_metrics(lg, tg).items() if k != "count"})
+    return out
+
+
+def _check_diverged(run: Run, row: dict) -> None:
+    """D17: a non-finite train/val loss or weights end the run before anything is marked best or saved."""
+    bad = [k for k in ("train_loss", "val_loss", "ema_val_loss") if k in row and not math.isfinite(row[k])]
+    bad += weights_finite(run)
+    if bad:
+        run.logger.epoch(row)  # the row shows what happened; the checkpoints keep the last good state
+        raise TrainingDiverged(f"non-finite {', '.join(bad)} at step {run.state.step} (epoch {row['epoch']}); "
+                               "try a lower --lr, --clip-grad 1.0 or --amp none")
+
+
+def _end_epoch(run: Run, row: dict, stats: dict) -> bool:
+    """Schedule, logs, best checkpoints, last.pt; returns True when early stopping ends the run."""
+    cfg, s = run.cfg, run.state
+    _check_diverged(run, row)
+    s.epoch += 1
+    s.position = 0
+    s.loss_sum, s.loss_count = 0.0, 0
+    row["epoch_time_s"] = stats["samples"] / max(stats["img_per_s"], 1e-9)
+    key = BEST_KEYS[cfg.train.best_metric]
+    if run.scheduler is not None:
+        metric = row.get(key, row.get("val_top1"))
+        if metric is not None or cfg.sched.sched != "plateau":  # plateau needs a metric
+            run.scheduler.step(s.epoch, metric)
+    s.last_metrics = {k: v for k, v in row.items() if k.startswith(("val", "ema"))}
+    run.logger.epoch(row)  # D11: the row is on disk before the checkpoint that says the epoch is done
+    improved = None
+    if key in row and run.dist.is_main:
+        improved = run.topk.add(row[key], s.epoch, checkpoint_dict(run, True))
+    improved = D.broadcast_object(improved)
+    if key in row:
+        s.bad_evals = 0 if improved == 0 else s.bad_evals + 1
+    save_last(run, True)
+    run.log(format_epoch_line(row, run.epochs) + (" | best" if improved == 0 else ""))
+    run.notify("on_epoch_end", row)
+    if cfg.train.early_stop and s.bad_evals >= cfg.train.early_stop:
+        run.log(f"early stop: {s.bad_evals} evaluations without a better {key}")
+        return True
+    return False
+
+
+# -- 4. finish -------------------------------------------------------------------------------------------
+def _interrupted(run: Run) -> dict:
+    save_last(run, False, gather=False)  # ranks may be interrupted at different points: no collective
+    run.log(f"interrupted: saved {run.run_dir / 'last.pt'} at step {run.state.step}; continue with "
+            f"fvt train --output {run.run_dir} --resume auto")
+    run.logger.event("stop", reason="interrupted", step=run.state.step)
+    run.logger.close()
+    return {"run_dir": str(run.run_dir), "stopped_by": "interrupted", "step": run.state.step}
+
+
+def _finish(run: Run, stopped_by: str) -> dict:
+    s = run.state
+    run.logger.event("stop", reason=stopped_by, step=s.step, best=run.topk.best())
+    run.logger.close()
     D.barrier()
-    if dist.is_main:
-        _write_report(run_dir, log)
-    return {"run_dir": str(run_dir), "stopped_by": stopped_by, "step": state.step, "epoch": state.epoch,
-            "best": topk.best(), "metrics": state.last_metrics}
+    report = None
+    if run.dist.is_main:
+        report = _write_report(run.run_dir, run.log)
+    summary = finish_summary(run, stopped_by, report)
+    for line in summary.pop("lines"):
+        run.log(line)
+    return summary
 
 
-def _write_report(run_dir: Path, log) -> None:
+def _write_report(run_dir: Path, log) -> Optional[Path]:
     try:
         from ..evaluation.report import write_report
     except ImportError:
-        return
+        return None
     try:
         write_report(run_dir)
-        log(f"report: {run_dir / 'report.html'}")
+        return run_dir / "report.html"
     except Exception as e:  # a report problem must not fail a finished training
         log(f"warning: report.html not written ({str(e).splitlines()[0]})")
+        return None
