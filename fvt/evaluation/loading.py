@@ -252,6 +252,12 @@ def load_any(path: Union[str, Path], model_name: Optional[str] = None, ema: Opti
     """Load whatever ``path`` is (see the module docstring). ``ema``: None = the run's choice."""
     path = resolve_checkpoint(path)
     _check_exists(path)
+    loaded = _load(path, model_name, ema, device)
+    loaded.info.setdefault("source", str(path))
+    return loaded
+
+
+def _load(path: Path, model_name: Optional[str], ema: Optional[bool], device: str) -> LoadedModel:
     fmt = detect_format(path)
     if fmt in EXPORT_FORMATS:
         return _check_model(load_export(path, fmt, device), path)
