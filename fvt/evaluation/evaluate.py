@@ -111,6 +111,7 @@ def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, mod
     from ..engine.evaluate import run_inference
     from ..engine.precision import resolve_amp
     from .loading import load_any, resolve_checkpoint
+    from .report import write_report
 
     checkpoint = resolve_checkpoint(checkpoint)
     loaded = load_any(checkpoint, model_name=model_name, ema=ema, device=str(dist.device))

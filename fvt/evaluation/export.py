@@ -126,6 +126,24 @@ def _check_options(fmt: str, opts: ExportOptions) -> None:
         raise UsageError("--int8 is not supported for CoreML here; use --half")
 
 
+def _check_dynamic_size(loaded: LoadedModel) -> None:
+    """--dynamic H/W only where the same weights build the model at another size."""
+    from ..models import create_model
+
+    h, w = loaded.preprocessing["input_size"]
+    kwargs = {k: v for k, v in loaded.model_kwargs.items() if k != "window_size"}
+    kwargs["img_size"] = [2 * int(h), 2 * int(w)]
+    try:
+        other = create_model(loaded.model_name, **kwargs).state_dict()
+        fits = all(tuple(other[k].shape) == tuple(v.shape) for k, v in loaded.model.state_dict().items())
+    except Exception:  # any failure to build at the other size means: not size-agnostic
+        fits = False
+    if not fits:
+        raise UsageError(f"--dynamic: {loaded.model_name} is built for {h}x{w} input (its attention windows and "
+                         f"position biases are sized at build time), so only the batch axis can be dynamic, "
+                         f"and it always is; drop --dynamic")
+
+
 def _write(loaded: LoadedModel, fmt: str, out: Path, opts: ExportOptions, calib: Optional[List[torch.Tensor]]) -> dict:
     meta = loaded.metadata()
     calib_np = [b.numpy() for b in calib] if calib else None
@@ -191,6 +209,8 @@ def export(loaded: LoadedModel, fmt: str, out: Path, opts: Optional[ExportOption
         raise UsageError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
     _check_options(fmt, opts)
     _cpu_model(loaded)
+    if opts.dynamic:
+        _check_dynamic_size(loaded)
     if fmt == "tensorrt":
         from .backends.tensorrt import _need_gpu
 

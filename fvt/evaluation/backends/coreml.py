@@ -19,18 +19,25 @@ NO_RUN_REASON = "coremltools runs models on macOS only; this is " + platform.sys
 
 
 def export(model: torch.nn.Module, meta: dict, out: Path, example: torch.Tensor, precision: str = "fp16") -> dict:
-    """Trace, convert to an ML program (fp16 or fp32 compute), store the metadata, check the spec."""
+    """torch.export, convert to an ML program (fp16 or fp32 compute), store the metadata, check the spec."""
     ct = require("coremltools", "CoreML export")
     if precision not in ("fp32", "fp16"):
         raise UsageError(f"CoreML export: precision {precision} is not supported; use fp32 or --half")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        traced = torch.jit.trace(model, example[:1], check_trace=False)
-        mlmodel = ct.convert(traced, inputs=[ct.TensorType(name="input", shape=tuple(example[:1].shape))],
-                             outputs=[ct.TensorType(name="logits")], convert_to="mlprogram",
-                             compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
-                             minimum_deployment_target=ct.target.macOS13)
-    meta = dict(meta, precision=precision, input="normalized", batch=1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # torch.export rather than a TorchScript trace: coremltools cannot read the traced
+            # graph's shape arithmetic with recent torch, the exported program converts cleanly.
+            program = torch.export.export(model, (example[:1],)).run_decompositions({})
+            mlmodel = ct.convert(program, convert_to="mlprogram", minimum_deployment_target=ct.target.macOS13,
+                                 compute_precision=ct.precision.FLOAT16 if precision == "fp16"
+                                 else ct.precision.FLOAT32)
+    except Exception as e:  # coremltools raises many types for unsupported graphs
+        raise UsageError(f"coremltools {ct.__version__} cannot convert this model "
+                         f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})") from None
+    spec = mlmodel.get_spec()
+    io = [spec.description.input[0].name, spec.description.output[0].name]
+    meta = dict(meta, precision=precision, input="normalized", batch=1, coreml_io=io)
     mlmodel.user_defined_metadata[META_KEY] = json.dumps(meta)
     mlmodel.short_description = f"{meta.get('model_name')} image classifier ({len(meta['classes'])} classes), fvt"
     mlmodel.save(str(out))
@@ -39,14 +46,15 @@ def export(model: torch.nn.Module, meta: dict, out: Path, example: torch.Tensor,
 
 
 def check_spec(path: Path, input_shape, num_classes: int) -> None:
-    """Reload the package and check its declared input, output and metadata."""
+    """Reload the package and check its declared input shape, output and metadata."""
     ct = require("coremltools", "reading a CoreML model")
     spec = ct.utils.load_spec(str(path))
-    ins = {i.name: list(i.type.multiArrayType.shape) for i in spec.description.input}
-    outs = [o.name for o in spec.description.output]
-    if ins.get("input") != list(input_shape) or outs != ["logits"]:
-        raise CheckpointError(f"{path}: CoreML spec check failed (inputs {ins}, outputs {outs})")
     meta = parse_meta(spec.description.metadata.userDefined.get(META_KEY), path)
+    in_name, out_name = meta["coreml_io"]
+    ins = {i.name: list(i.type.multiArrayType.shape) for i in spec.description.input}
+    outs = {o.name for o in spec.description.output}
+    if ins.get(in_name) != list(input_shape) or outs != {out_name}:
+        raise CheckpointError(f"{path}: CoreML spec check failed (inputs {ins}, outputs {sorted(outs)})")
     if len(meta["classes"]) != num_classes:
         raise CheckpointError(f"{path}: CoreML metadata holds {len(meta['classes'])} classes, expected {num_classes}")
 
@@ -59,6 +67,6 @@ def load(path: Path, device: str = "auto") -> Tuple[Runtime, dict]:
     meta = parse_meta(mlmodel.user_defined_metadata.get(META_KEY), path)
 
     def run(a):
-        return mlmodel.predict({"input": a})["logits"]
+        return mlmodel.predict({meta["coreml_io"][0]: a})[meta["coreml_io"][1]]
 
     return Runtime("coreml", run, meta, fixed_batch=1), meta

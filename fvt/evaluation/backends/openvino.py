@@ -26,7 +26,9 @@ def load(path: Path, device: str = "auto") -> Tuple[Runtime, dict]:
         raise CheckpointError(f"{path}: not a readable OpenVINO IR ({str(e).splitlines()[0][:200]})") from None
     text = model.get_rt_info([META_KEY]).astype(str) if model.has_rt_info([META_KEY]) else None
     meta = parse_meta(text, path)
-    compiled = core.compile_model(model, "CPU")
+    # An fp32 IR runs in fp32: the CPU plugin would otherwise pick bf16 on CPUs that have it.
+    config = {"INFERENCE_PRECISION_HINT": "f32"} if meta.get("precision", "fp32") == "fp32" else {}
+    compiled = core.compile_model(model, "CPU", config)
     request = compiled.create_infer_request()
 
     def run(a: np.ndarray) -> np.ndarray:
