@@ -163,6 +163,7 @@ def _register_timm() -> None:
             cfg = kw.pop("pretrained_cfg", None)
             kw.pop("pretrained_cfg_overlay", None)
             kw.pop("cache_dir", None)
+            kw.pop("pretrained_model_args", None)  # timm's copy of config.json model_args (already in kw)
             # timm "local-dir:FOLDER" (e.g. an `fvt export --format timm-folder`): weights beside config.json
             local = cfg.get("file") if isinstance(cfg, dict) and cfg.get("source") == "local-dir" else None
             if pretrained and not local:
@@ -172,6 +173,7 @@ def _register_timm() -> None:
                 from .checkpoint import load_pretrained
 
                 load_pretrained(model, Path(local) / "model.safetensors")
+                model.pretrained_cfg = model.default_cfg = {**model.pretrained_cfg, **cfg}  # labels, preprocessing
             return model
 
         entry.__name__ = name
