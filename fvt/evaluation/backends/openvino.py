@@ -48,7 +48,7 @@ def export(onnx_file: Path, meta: dict, out: Path, precision: str = "fp32",
             raise UsageError("OpenVINO --int8 needs calibration images: pass --data DIR "
                              "(or export from a run whose validation split is present)")
         batches = list(calibration)
-        model = nncf.quantize(model, nncf.Dataset(batches), subset_size=sum(len(b) for b in batches),
+        model = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches),
                               model_type=nncf.ModelType.TRANSFORMER)
     meta = dict(meta, precision=precision, input=meta.get("input", "normalized"))
     model.set_rt_info(json.dumps(meta), [META_KEY])
