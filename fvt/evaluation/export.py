@@ -223,6 +223,8 @@ def export(loaded: LoadedModel, fmt: str, out: Path, opts: Optional[ExportOption
         if opts.verify:
             result = _verify(loaded, fmt, out, opts, images, source)
             facts["verify"] = result
+            if "max_abs_logit_diff" in result:
+                facts["max_abs_diff"] = result["max_abs_logit_diff"]
             why = None if result.get("skipped") else V.judge(result, opts.precision)
             if why:
                 raise ExportCheckFailed(f"{fmt} export of {loaded.model_name} does not match PyTorch: {why}; "
