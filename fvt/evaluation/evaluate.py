@@ -111,6 +111,7 @@ def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, mod
     from ..engine.evaluate import run_inference
     from ..engine.precision import resolve_amp
     from .loading import load_any, resolve_checkpoint
+    from .outputs import check_output
     from .report import write_report
 
     checkpoint = resolve_checkpoint(checkpoint)
@@ -122,7 +123,7 @@ def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, mod
     if config is None and data is None:
         raise UsageError(f"{checkpoint} carries no training config, so there is no val split to use; pass --data DIR")
     run_dir = checkpoint.parent
-    out = Path(output).expanduser() if output else run_dir / "eval"
+    out = check_output(Path(output).expanduser() if output else run_dir / "eval", "dir")
     dataset = load_eval_set(config or {}, run_dir=run_dir, data_override=data,
                             preprocessing=loaded.preprocessing, classes=loaded.classes)
     bs = batch_size or (config or {}).get("data", {}).get("eval_batch_size") or 64
