@@ -20,11 +20,11 @@ from .errors import EXIT_INTERRUPTED, EXIT_USAGE, FvtError, choice_message
 COMMANDS = {
     "train": ("fvt.engine.commands", "train", "Train a FasterViT classifier on an image folder."),
     "eval": ("fvt.evaluation.commands", "eval", "Evaluate a checkpoint: metrics, figures, report.html."),
-    "predict": ("fvt.evaluation.commands", "predict", "Classify images with a checkpoint, ONNX or safetensors export."),
-    "export": ("fvt.evaluation.commands", "export", "Export a checkpoint to ONNX, safetensors or TorchScript."),
+    "predict": ("fvt.evaluation.commands", "predict", "Classify images with a checkpoint or any export (ONNX, OpenVINO, ...)."),
+    "export": ("fvt.evaluation.commands", "export", "Export to ONNX, OpenVINO, TensorRT, CoreML, TorchScript, safetensors, timm folder."),
     "data": ("fvt.data.commands", "data", "Inspect an image folder: classes, counts, bad files, duplicates."),
     "models": ("fvt.models.commands", "models", "List the model variants: params, GFLOPs, input size."),
-    "bench": ("fvt.models.commands", "bench", "Time a model's eval forward and train step on this machine."),
+    "bench": ("fvt.models.commands", "bench", "Time a model on this machine (train/eval, or inference backends with --backend)."),
     "demo": ("fvt.evaluation.commands", "demo", "Train, evaluate and predict on a built-in digits dataset in minutes."),
 }
 

@@ -36,10 +36,15 @@ def test_onnx_parity_dynamic_batch_and_metadata(ckpt, tmp_path, capsys):
     import onnxruntime as ort
 
     out = tmp_path / "model.onnx"
-    assert main(["export", "--checkpoint", str(ckpt), "--format", "onnx", "--output", str(out), "--ema"]) == 0
+    data = ckpt.parent.parent / "data"
+    assert main(["export", "--checkpoint", str(ckpt), "--format", "onnx", "--output", str(out), "--ema",
+                 "--data", str(data), "--workers", "0"]) == 0
     printed = capsys.readouterr().out
-    diff = float(printed.split("PyTorch = ")[1].split()[0])
+    diff = float(printed.split("max abs prob diff ")[1].split(",")[0])
     assert diff <= 1e-4
+    check = json.loads((tmp_path / "model.verify.json").read_text())
+    assert check["max_abs_prob_diff"] == pytest.approx(diff, rel=0.01) and check["backend"] == "onnxruntime"
+    assert check["source"] == f"images from {data}" and check["images"] == 3
     proto = onnx.load(str(out))
     props = {p.key: p.value for p in proto.metadata_props}
     model, ck = _model(ckpt, "state_dict_ema")
@@ -87,17 +92,17 @@ def test_torchscript_export(ckpt, tmp_path, capsys):
     with torch.no_grad():
         np.testing.assert_allclose(ts(x).numpy(), model(x).numpy(), atol=1e-5)
     img = next(ckpt.parent.parent.joinpath("data").rglob("*.png"))
-    assert main(["predict", "--checkpoint", str(out), str(img)]) == 2  # deployment format: a clear refusal
-    assert "TorchScript" in capsys.readouterr().err
+    assert main(["predict", "--checkpoint", str(out), str(img), "--workers", "0"]) == 0  # now scored by fvt too
+    assert "torchscript" in capsys.readouterr().err
 
 
 def test_failed_parity_check_fails_and_removes_file(ckpt, tmp_path, monkeypatch, capsys):
-    import fvt.evaluation.export as ex
+    import fvt.evaluation.verify as ver
 
-    monkeypatch.setattr(ex, "TOLERANCE", -1.0)  # any difference, even 0, now exceeds the limit
+    monkeypatch.setattr(ver, "PROB_TOLERANCE", -1.0)  # any difference, even 0, now exceeds the limit
     out = tmp_path / "bad.onnx"
     assert main(["export", "--checkpoint", str(ckpt), "--format", "onnx", "--output", str(out)]) == 2
-    assert "differs from PyTorch" in capsys.readouterr().err and not out.exists()
+    assert "does not match PyTorch" in capsys.readouterr().err and not out.exists()
 
 
 def test_export_usage_errors(ckpt, tmp_path, capsys):

@@ -84,10 +84,13 @@ def test_predict_cli_folders_globs_bad_files_and_csv(setup, tmp_path, capsys):
     assert "broken.jpg" in cap.err and "nothing-*.png" in cap.err
     with open(out, newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["path", "pred", "prob", "top2", "prob2", "top3", "prob3"]
-    assert len(rows) - 1 == 3 + 2  # circle/0..2 + square/0 + stripes/0; the broken file is not a row
-    ref = _manual_probs(ckpt, [r[0] for r in rows[1:]])
-    for r, q in zip(rows[1:], ref):
+    assert rows[0] == ["path", "pred", "prob", "top2", "prob2", "top3", "prob3", "error"]
+    # F12: one row per input, in input order; the broken file keeps its row with the reason
+    assert len(rows) - 1 == 3 + 2 + 1 and rows[-1][0] == str(bad) and rows[-1][1] == "" and rows[-1][-1]
+    good = rows[1:-1]
+    assert all(r[-1] == "" for r in good)
+    ref = _manual_probs(ckpt, [r[0] for r in good])
+    for r, q in zip(good, ref):
         order = np.argsort(-q)
         assert [r[1], r[3], r[5]] == [CLASSES[i] for i in order]
         assert float(r[2]) == pytest.approx(q[order[0]], abs=2e-4)
@@ -102,8 +105,9 @@ def test_predict_json_and_exit_codes(setup, tmp_path, capsys):
     assert main(["predict", "--checkpoint", str(root / "m.onnx"), str(data / "stripes" / "1.png"), str(bad),
                  "--topk", "9", "--output", str(out)]) == 0
     doc = json.loads(out.read_text())
-    assert len(doc["predictions"]) == 1 and len(doc["predictions"][0]["topk"]) == 3  # topk capped at #classes
-    assert doc["failed"][0]["path"] == str(bad)
+    assert len(doc["predictions"]) == 2 and len(doc["predictions"][0]["topk"]) == 3  # topk capped at #classes
+    assert doc["predictions"][1]["path"] == str(bad) and doc["predictions"][1]["pred"] is None
+    assert doc["predictions"][1]["error"] and doc["predictions"][0]["error"] is None
     capsys.readouterr()
     assert main(["predict", "--checkpoint", str(ckpt), str(bad)]) == 1           # nothing could be predicted
     assert main(["predict", "--checkpoint", str(ckpt), str(tmp_path / "none*.jpg")]) == 1

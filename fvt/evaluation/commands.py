@@ -6,30 +6,92 @@ import csv
 import json
 import sys
 from pathlib import Path
+from typing import Optional
+
 from ..errors import UsageError
+from .outputs import check_output
+
+
+# -- shared flags ------------------------------------------------------------------------
+CHECKPOINT_HELP = ("fvt checkpoint (RUN/best.pt), safetensors export, timm folder, or an exported "
+                   "MODEL.onnx / .xml (OpenVINO) / .engine (TensorRT) / .mlpackage / TorchScript .pt; "
+                   "an official .pth.tar with --model.")
+
+
+def add_checkpoint_arguments(p, what: str = "Use") -> None:
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help=CHECKPOINT_HELP)
+    p.add_argument("--model", metavar="NAME", help="Model name for an official checkpoint (labelled with ImageNet names).")
+    w = p.add_mutually_exclusive_group()
+    w.add_argument("--ema", dest="ema", action="store_const", const=True, default=None,
+                   help=f"{what} the EMA weights. Default: the weights the run selected best.pt by.")
+    w.add_argument("--raw", dest="ema", action="store_const", const=False, help=f"{what} the raw (non-EMA) weights.")
+
+
+def add_runtime_arguments(p, batch_default: Optional[int] = 32) -> None:
+    """The flags every command that runs a model shares."""
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N. [default: auto]")
+    p.add_argument("--batch-size", type=int, default=batch_default, metavar="N",
+                   help="Images per forward pass." + (f" [default: {batch_default}]" if batch_default else
+                                                     " Default: the run's eval batch size, else 64."))
+    p.add_argument("--workers", type=int, default=2, metavar="N", help="DataLoader processes decoding images. [default: 2]")
+    p.add_argument("--amp", choices=("none", "auto", "bf16", "fp16"), default="none",
+                   help="Autocast precision for PyTorch weights (none, auto, bf16, fp16). [default: none]")
+    p.add_argument("--compile", action="store_true", help="torch.compile the PyTorch model before running it.")
+
+
+def check_runtime_arguments(args) -> None:
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UsageError(f"--batch-size {args.batch_size}: must be at least 1")
+    if args.workers < 0:
+        raise UsageError(f"--workers {args.workers}: must be 0 or more")
+
+
+def prepare(loaded, args):
+    """Autocast dtype for ``--amp`` and the compiled model for ``--compile`` (PyTorch weights only)."""
+    from ..engine.precision import resolve_amp
+
+    if not loaded.is_torch:
+        if args.amp != "none" or args.compile:
+            print(f"fvt: warning: --amp/--compile apply to PyTorch weights; {loaded.backend} runs the export "
+                  f"as it was built", file=sys.stderr)
+        return None
+    if args.compile:
+        import torch
+
+        loaded.model = torch.compile(loaded.model)
+    return resolve_amp(args.amp, loaded.device)
+
+
+def describe_weights(loaded) -> str:
+    if not loaded.is_torch:
+        return f"{loaded.kind} export ({loaded.info.get('precision', 'fp32')}) on {loaded.backend}"
+    why = loaded.info.get("weights_why")
+    return f"{loaded.info.get('weights', 'raw')} weights" + (f" ({why})" if why else "") + " on PyTorch"
 
 
 # -- eval ------------------------------------------------------------------------------
 def add_eval_arguments(p) -> None:
-    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="fvt checkpoint (RUN/best.pt) or safetensors export.")
+    add_checkpoint_arguments(p, "Evaluate")
     p.add_argument("--data", metavar="DIR", help="Folder of class folders, a pre-split root (its val folder is used) "
                    "or a CSV of path,label. Default: the run's own validation split.")
     p.add_argument("--output", metavar="DIR", help="Where metrics, figures and report.html go. Default: RUN/eval.")
-    p.add_argument("--ema", action="store_true", help="Evaluate the EMA weights instead of the raw ones.")
-    p.add_argument("--batch-size", type=int, metavar="N", help="Batch size per process. Default: the run's eval batch size, else 64.")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N. Under torchrun: one device per process.")
+    add_runtime_arguments(p, batch_default=None)
 
 
 def run_eval(args) -> int:
     from .evaluate import evaluate_checkpoint
 
-    rec = evaluate_checkpoint(args.checkpoint, args.data, args.output, args.ema, args.batch_size, args.device)
+    check_runtime_arguments(args)
+    if args.output:
+        check_output(args.output, "dir")
+    rec = evaluate_checkpoint(args.checkpoint, args.data, args.output, args.ema, args.batch_size, args.device,
+                              workers=args.workers, model_name=args.model, amp=args.amp, compile=args.compile)
     if rec is None:  # a rank > 0 under torchrun
         return 0
     parts = [f"top1 {rec['top1']:.2f}%"] + ([f"top5 {rec['top5']:.2f}%"] if "top5" in rec else [])
     parts += [f"loss {rec['loss']:.4f}", f"balanced acc {rec['balanced_accuracy']:.2f}%",
               f"AUC macro {rec['roc_auc_macro']:.4f}", f"ECE {rec['ece']:.4f}"]
-    print(f"{rec['num_samples']} images: " + ", ".join(parts))
+    print(f"{rec['num_samples']} images ({rec['backend']}): " + ", ".join(parts))
     out = Path(rec["_reports"][0]).parent
     print(f"wrote {out}/: metrics.json (top1 in percent), classification_report.txt, predictions.csv, figures")
     for r in rec["_reports"]:
@@ -39,29 +101,29 @@ def run_eval(args) -> int:
 
 # -- predict ---------------------------------------------------------------------------
 def add_predict_arguments(p) -> None:
-    p.add_argument("--checkpoint", required=True, metavar="CKPT",
-                   help="fvt checkpoint, MODEL.onnx or MODEL.safetensors export, or an official .pth.tar with --model.")
+    add_checkpoint_arguments(p)
     p.add_argument("paths", nargs="+", metavar="PATHS", help="Image files, folders (searched recursively) or globs.")
     p.add_argument("--topk", type=int, default=5, metavar="K", help="Labels to show per image. [default: 5]")
-    p.add_argument("--output", metavar="FILE", help="Also write the predictions to FILE.csv or FILE.json.")
-    p.add_argument("--model", metavar="NAME", help="Model name for an official checkpoint (labelled with ImageNet names).")
-    p.add_argument("--ema", action="store_true", help="Use the EMA weights of an fvt checkpoint.")
-    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="Images per forward pass. [default: 32]")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (ONNX runs on onnxruntime's CPU).")
+    p.add_argument("--output", metavar="FILE", help="Also write the predictions to FILE.csv or FILE.json "
+                   "(one row per input; unreadable files carry an error).")
+    add_runtime_arguments(p)
 
 
-def _write_predictions(path: Path, preds, failed, k: int) -> None:
+def _write_predictions(path: Path, rows, k: int) -> None:
+    """``rows``: (source, Prediction or None, error) in input order."""
     if path.suffix.lower() == ".json":
-        doc = {"predictions": [{"path": p.source, "pred": p.label, "prob": p.prob,
-                                "topk": [{"label": lab, "prob": pr} for lab, pr in p.topk]} for p in preds],
-               "failed": [{"path": s, "error": e} for s, e in failed]}
+        doc = {"predictions": [{"path": s, "pred": p.label if p else None, "prob": p.prob if p else None,
+                                "topk": [{"label": lab, "prob": pr} for lab, pr in p.topk] if p else [],
+                                "error": err or None} for s, p, err in rows]}
         path.write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
         return
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["path", "pred", "prob"] + [c for i in range(2, k + 1) for c in (f"top{i}", f"prob{i}")])
-        for p in preds:
-            w.writerow([p.source, p.label, f"{p.prob:.6f}"] + [c for lab, pr in p.topk[1:] for c in (lab, f"{pr:.6f}")])
+        w.writerow(["path", "pred", "prob"] + [c for i in range(2, k + 1) for c in (f"top{i}", f"prob{i}")] + ["error"])
+        for s, p, err in rows:
+            cells = ([p.label, f"{p.prob:.6f}"] + [c for lab, pr in p.topk[1:] for c in (lab, f"{pr:.6f}")]
+                     if p else [""] * (2 * k))
+            w.writerow([s] + cells + [err])
 
 
 def _print_table(preds, k: int) -> None:
@@ -76,20 +138,24 @@ def _print_table(preds, k: int) -> None:
 
 
 def run_predict(args) -> int:
+    from .loading import load_any
     from .predict import Classifier, check_topk, expand_paths
 
-    if args.output and Path(args.output).suffix.lower() not in (".csv", ".json"):
-        raise UsageError(f"--output {args.output}: use a .csv or .json file name")
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size {args.batch_size}: must be at least 1")
+    check_runtime_arguments(args)
+    if args.output:
+        if Path(args.output).suffix.lower() not in (".csv", ".json"):
+            raise UsageError(f"--output {args.output}: use a .csv or .json file name")
+        check_output(args.output, "file")
     files, unmatched = expand_paths(args.paths)
     for pat in unmatched:
         print(f"fvt: warning: no image matches {pat}", file=sys.stderr)
     if not files:
         print("fvt: error: nothing to predict: no image file found in " + " ".join(args.paths), file=sys.stderr)
         return 1
-    clf = Classifier.from_checkpoint(args.checkpoint, model=args.model, ema=args.ema, device=args.device,
-                                     batch_size=args.batch_size)
+    loaded = load_any(args.checkpoint, model_name=args.model, ema=args.ema, device=args.device)
+    amp = prepare(loaded, args)
+    print(f"predicting {len(files)} file(s) with {args.checkpoint}: {describe_weights(loaded)}", file=sys.stderr)
+    clf = Classifier(loaded, args.batch_size, args.workers, amp_dtype=amp, progress=True)
     k = check_topk(args.topk, len(clf.classes))
     names, probs, failed = clf.predict_proba_safe(files)
     preds = clf.to_predictions(names, probs, k)
@@ -98,7 +164,9 @@ def run_predict(args) -> int:
     if preds:
         _print_table(preds, k)
     if args.output:
-        _write_predictions(Path(args.output), preds, failed, k)
+        by_src, errors = {p.source: p for p in preds}, dict(failed)
+        rows = [(str(f), by_src.get(str(f)), errors.get(str(f), "")) for f in files]
+        _write_predictions(Path(args.output), rows, k)
         print(f"wrote {args.output}")
     if not preds:
         print(f"fvt: error: none of the {len(files)} file(s) could be read", file=sys.stderr)
@@ -112,35 +180,72 @@ def run_predict(args) -> int:
 def add_export_arguments(p) -> None:
     from .export import FORMATS
 
-    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="fvt checkpoint (or an official .pth.tar with --model).")
-    p.add_argument("--format", required=True, choices=FORMATS, help="onnx (checked with onnxruntime), safetensors "
-                   "(+ JSON sidecar) or torchscript.")
-    p.add_argument("--output", metavar="FILE", help="Output file. Default: next to the checkpoint, e.g. best.onnx.")
-    p.add_argument("--ema", action="store_true", help="Export the EMA weights of an fvt checkpoint.")
-    p.add_argument("--model", metavar="NAME", help="Model name for an official checkpoint.")
+    add_checkpoint_arguments(p, "Export")
+    p.add_argument("--format", required=True, choices=FORMATS, help="onnx, openvino, tensorrt, coreml, torchscript, "
+                   "safetensors (+ JSON sidecar) or timm-folder (config.json + model.safetensors + README.md).")
+    p.add_argument("--output", metavar="PATH", help="Output file (a folder for timm-folder). Default: next to the "
+                   "checkpoint, e.g. best.onnx.")
+    p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset. [default: 17]")
+    p.add_argument("--dynamic", action="store_true", help="ONNX: dynamic height/width too, where the model allows "
+                   "(the batch axis is always dynamic).")
+    p.add_argument("--half", action="store_true", help="fp16 (onnx, openvino, tensorrt, coreml).")
+    p.add_argument("--int8", nargs="?", const="static", choices=("static", "dynamic"), default=None,
+                   help="int8 post-training quantization: static (calibrated on images, default) or dynamic (ONNX "
+                   "only); OpenVINO uses NNCF.")
+    p.add_argument("--simplify", action="store_true", help="ONNX: simplify the graph with onnxslim.")
+    p.add_argument("--with-normalize", action="store_true", help="ONNX: mean/std inside the graph; the input is "
+                   "RGB in 0..255 (N, 3, H, W).")
+    p.add_argument("--data", metavar="DIR", help="Images for calibration and the check against PyTorch. "
+                   "Default: the run's validation split.")
+    p.add_argument("--check-images", type=int, default=64, metavar="N",
+                   help="Images used to check (and calibrate) the export. [default: 64]")
+    p.add_argument("--no-check", dest="check", action="store_false", help="Skip the check against PyTorch.")
+    add_runtime_arguments(p)
+
+
+def _default_output(ckpt: Path, fmt: str) -> Path:
+    from .export import SUFFIX
+
+    base = ckpt if ckpt.is_file() else ckpt / "model"
+    return base.with_name(base.stem + "-timm") if fmt == "timm-folder" else base.with_suffix(SUFFIX[fmt])
 
 
 def run_export(args) -> int:
-    from .export import SUFFIX, TOLERANCE, export
-    from .loading import load_any
+    from .export import SUFFIX, ExportOptions, export
+    from .export_data import check_batches
+    from .loading import load_any, resolve_checkpoint
 
-    ckpt = Path(args.checkpoint)
-    out = Path(args.output) if args.output else ckpt.with_suffix(SUFFIX[args.format])
-    if args.format == "onnx" and out.suffix.lower() != ".onnx":
-        raise UsageError(f"--output {out}: an ONNX export needs a .onnx file name (fvt predict recognises it by that)")
-    if args.format == "safetensors" and out.suffix.lower() != ".safetensors":
-        raise UsageError(f"--output {out}: a safetensors export needs a .safetensors file name")
+    check_runtime_arguments(args)
+    ckpt = resolve_checkpoint(args.checkpoint)
+    out = Path(args.output).expanduser() if args.output else _default_output(ckpt, args.format)
+    want = SUFFIX[args.format]
+    if want and out.suffix.lower() != want:
+        raise UsageError(f"--output {out}: a {args.format} export needs a {want} name (fvt recognises it by that)")
+    if args.format == "timm-folder":
+        check_output(out, "dir")
+        if out.is_dir() and any(out.iterdir()):
+            raise UsageError(f"--output {out} is a non-empty folder; a timm folder export needs a new or empty one")
+    else:
+        check_output(out, "file")
+    opts = ExportOptions(args.opset, args.dynamic, args.half, args.int8, args.simplify, args.with_normalize,
+                         args.check)
     loaded = load_any(ckpt, model_name=args.model, ema=args.ema, device="cpu")
-    path, facts = export(loaded, args.format, out)
-    print(f"exported {loaded.model_name} ({len(loaded.classes)} classes) to {path}")
-    if "max_abs_diff" in facts:
-        runtime = "onnxruntime" if args.format == "onnx" else "reloaded TorchScript"
-        print(f"check: max abs logit difference {runtime} vs PyTorch = {facts['max_abs_diff']:.3g} "
-              f"(limit {TOLERANCE:g}) -> ok")
+    print(f"exporting {loaded.model_name} ({describe_weights(loaded)}) to {args.format}", file=sys.stderr)
+    images, source = check_batches(loaded, args.data, args.check_images, args.batch_size, args.workers)
+    path, facts = export(loaded, args.format, out, opts, images, source)
+    print(f"exported {loaded.model_name} ({len(loaded.classes)} classes, {opts.precision}) to {path}")
+    if "verify" in facts:
+        from .verify import describe
+
+        print(f"check: {describe(facts['verify'])}" + (" -> ok" if not facts["verify"].get("skipped") else ""))
+        if "verify_file" in facts:
+            print(f"check written to {facts['verify_file']}")
     if "sidecar" in facts:
         print(f"metadata: {facts['sidecar']}")
-    print(f"try: fvt predict --checkpoint {path} IMAGES..." if args.format != "torchscript"
-          else f"load: torch.jit.load('{path}', _extra_files={{'fvt.json': ''}})")
+    if args.format == "timm-folder":
+        print(f"load: import fvt, timm; timm.create_model('local-dir:{path}', pretrained=True)")
+    elif args.format not in ("tensorrt", "coreml"):
+        print(f"try: fvt predict --checkpoint {path} IMAGES...")
     return 0
 
 

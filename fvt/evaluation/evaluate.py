@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from ..errors import UsageError
+from ..errors import CheckpointError, UsageError
 from . import figures
 from .metrics import compute_metrics, json_metrics, most_confident_mistakes, softmax
 
@@ -78,54 +78,71 @@ def write_eval_outputs(out: Path, logits: np.ndarray, targets: np.ndarray, paths
     return record
 
 
+def _progress(loader, show: bool):
+    """tqdm.auto over the batches (a bar on a TTY / in notebooks, silent elsewhere); len() preserved."""
+    from tqdm.auto import tqdm
+
+    return tqdm(loader, desc="eval", unit="batch", disable=None if show else True, leave=False)
+
+
 def evaluate_checkpoint(checkpoint: Union[str, Path], data: Optional[Union[str, Path]] = None,
-                        output: Optional[Union[str, Path]] = None, ema: bool = False,
+                        output: Optional[Union[str, Path]] = None, ema: Optional[bool] = None,
                         batch_size: Optional[int] = None, device: str = "auto", workers: int = 2,
-                        log=print) -> Optional[dict]:
-    """Evaluate ``checkpoint`` on ``data`` (default: the run's own val split) into ``output``
-    (default: RUN/eval). Returns the metrics on rank 0, None on other ranks."""
+                        log=print, model_name: Optional[str] = None, amp: str = "none",
+                        compile: bool = False) -> Optional[dict]:
+    """Evaluate ``checkpoint`` (any file fvt loads, exports included) on ``data`` (default: the
+    run's own val split) into ``output`` (default: RUN/eval). ``ema``: None = the weights the
+    run selected. Returns the metrics on rank 0, None on other ranks."""
     from ..engine import distributed as D
 
     owns_group = not D.is_initialized()
     dist = D.init_distributed(device)
     try:
-        return _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log)
+        return _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, model_name, amp, compile)
     finally:
         if owns_group:  # leave a caller's process group alone
             D.cleanup()
 
 
-def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log) -> Optional[dict]:
+def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, model_name=None, amp="none",
+              compile=False) -> Optional[dict]:
     from ..data import build_eval_loader, load_eval_set
     from ..engine import distributed as D
     from ..engine.evaluate import run_inference
-    from .loading import load_any
+    from ..engine.precision import resolve_amp
+    from .loading import load_any, resolve_checkpoint
+    from .outputs import check_output
     from .report import write_report
 
-    checkpoint = Path(checkpoint).expanduser()
-    loaded = load_any(checkpoint, ema=ema, device=str(dist.device))
-    if loaded.model is None:
-        raise UsageError(f"fvt eval needs an fvt checkpoint or a safetensors export, not {checkpoint.name}; "
-                         f"use fvt predict for ONNX files")
+    checkpoint = resolve_checkpoint(checkpoint)
+    loaded = load_any(checkpoint, model_name=model_name, ema=ema, device=str(dist.device))
+    amp_dtype = resolve_amp(amp, dist.device) if loaded.is_torch else None
+    if compile and loaded.is_torch:
+        loaded.model = torch.compile(loaded.model)
     config = (loaded.info or {}).get("config")
     if config is None and data is None:
         raise UsageError(f"{checkpoint} carries no training config, so there is no val split to use; pass --data DIR")
     run_dir = checkpoint.parent
-    out = Path(output).expanduser() if output else run_dir / "eval"
+    out = check_output(Path(output).expanduser() if output else run_dir / "eval", "dir")
     dataset = load_eval_set(config or {}, run_dir=run_dir, data_override=data,
                             preprocessing=loaded.preprocessing, classes=loaded.classes)
     bs = batch_size or (config or {}).get("data", {}).get("eval_batch_size") or 64
     loader = build_eval_loader(dataset, bs, workers=workers, rank=dist.rank, world_size=dist.world_size)
+    weights = loaded.info.get("weights", "raw") if loaded.is_torch else f"{loaded.kind} export"
     if dist.is_main:
         where = data if data is not None else "the run's validation split"
-        log(f"evaluating {checkpoint} ({loaded.model_name}, {loaded.info.get('weights', 'raw')} weights) "
-            f"on {len(dataset)} images from {where}, {dist.world_size} process(es)")
-    logits, targets, indices = run_inference(loaded.model, loader, dist.device)
+        why = loaded.info.get("weights_why")
+        log(f"evaluating {checkpoint} ({loaded.model_name}, {weights}{f' ({why})' if why else ''}, "
+            f"backend {loaded.backend}) on {len(dataset)} images from {where}, {dist.world_size} process(es)")
+    logits, targets, indices = run_inference(loaded.model, _progress(loader, dist.is_main), dist.device, amp_dtype)
+    if not torch.isfinite(logits).all():
+        raise CheckpointError(f"{checkpoint}: the model output is NaN or inf for "
+                              f"{int((~torch.isfinite(logits)).any(1).sum())} images; its weights or export are broken")
     if not dist.is_main:
         D.barrier()
         return None
     paths: List[str] = [str(dataset.paths[i]) for i in indices.tolist()]
-    extra = {"checkpoint": str(checkpoint), "weights": loaded.info.get("weights", "raw"),
+    extra = {"checkpoint": str(checkpoint), "weights": weights, "backend": loaded.backend,
              "model_name": loaded.model_name, "epoch": loaded.info.get("epoch"),
              "data": str(data) if data is not None else "run val split", "world_size": dist.world_size}
     record = write_eval_outputs(out, logits.numpy(), targets.numpy(), paths, loaded.classes, extra)

@@ -1,13 +1,16 @@
 """Loading a trained model from any of the files fvt writes or accepts.
 
 * an fvt checkpoint (``last.pt`` / ``best.pt``: model name + kwargs, weights, EMA weights,
-  classes, preprocessing);
+  classes, preprocessing); by default the weights the run selected best.pt by (raw or EMA);
 * an official / timm-style checkpoint (``.pth.tar``) together with a model name: labelled
   with the ImageNet class names timm ships;
-* a safetensors export with its JSON sidecar (or the same JSON in the safetensors header);
-* an ONNX export (classes and preprocessing in the model's metadata), run by onnxruntime.
+* a safetensors export with its JSON sidecar (or the same JSON in the safetensors header),
+  or a timm-folder export (config.json + model.safetensors);
+* an exported file run by its own runtime (``fvt.evaluation.backends``): ONNX (onnxruntime),
+  OpenVINO IR (.xml), TensorRT (.engine), CoreML (.mlpackage), TorchScript.
 
-Every torch file goes through ``fvt.models.checkpoint.safe_load`` (weights_only)."""
+Every torch file goes through ``fvt.models.checkpoint.safe_load`` (weights_only); every
+loaded model is checked once (``_check_model``): class list matches the head, weights finite."""
 
 from __future__ import annotations
 
@@ -20,36 +23,46 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, UsageError
+from .backends import META_KEY, detect_format, load_backend, parse_meta
 
-META_KEY = "fvt"  # key of the JSON metadata in ONNX metadata_props and the safetensors header
+EXPORT_FORMATS = ("onnx", "openvino", "tensorrt", "coreml", "torchscript")
 
 
 @dataclass
 class LoadedModel:
-    kind: str                              # fvt | official | safetensors | onnx
+    kind: str                              # fvt | official | safetensors | timm-folder | onnx | openvino | ...
     classes: List[str]
     preprocessing: dict
     model_name: Optional[str] = None
     model_kwargs: dict = field(default_factory=dict)
-    model: Optional[torch.nn.Module] = None  # torch backends
-    session: Any = None                      # onnxruntime.InferenceSession
+    model: Optional[torch.nn.Module] = None  # a PyTorch model, or a backends.Runtime for exported files
     device: torch.device = torch.device("cpu")
-    info: dict = field(default_factory=dict)  # checkpoint epoch/metrics/config, for reports
+    info: dict = field(default_factory=dict)  # checkpoint epoch/metrics/config, weights, for reports
+    backend: str = "pytorch"                  # what runs the forward: pytorch | onnxruntime | openvino | ...
+
+    @property
+    def is_torch(self) -> bool:
+        """PyTorch weights (what export needs), as opposed to an exported file run by its runtime."""
+        return self.backend == "pytorch"
 
     def metadata(self) -> dict:
         """What an export needs to be used alone: classes, preprocessing, model."""
         from .. import __version__
 
         return {"fvt_version": __version__, "model_name": self.model_name, "model_kwargs": self.model_kwargs,
-                "classes": self.classes, "preprocessing": self.preprocessing}
+                "classes": self.classes, "preprocessing": self.preprocessing,
+                "weights": self.info.get("weights", "raw")}
 
     @torch.no_grad()
     def logits(self, batch: torch.Tensor) -> np.ndarray:
         """Float32 logits (numpy) for a preprocessed batch (N, 3, H, W)."""
-        if self.session is not None:
-            name = self.session.get_inputs()[0].name
-            return self.session.run(None, {name: batch.float().cpu().numpy()})[0].astype(np.float32)
         return self.model(batch.to(self.device)).float().cpu().numpy()
+
+
+def resolve_checkpoint(spec: Union[str, Path]) -> Path:
+    """The one place where a ``--checkpoint`` value becomes a local path (fvt eval, predict,
+    export, Classifier). Remote specs (official names, hf-hub:, https://) resolve here."""
+    return Path(spec).expanduser()
 
 
 def _device(name: str) -> torch.device:
@@ -61,23 +74,52 @@ def _device(name: str) -> torch.device:
 def _check_exists(path: Path) -> None:
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
-    if path.is_dir():
+    if path.is_dir() and not ((path / "config.json").is_file() or path.suffix.lower() == ".mlpackage"):
         hint = " (did you mean RUN/best.pt?)" if (path / "best.pt").exists() else ""
         raise CheckpointError(f"--checkpoint {path} is a folder; give a checkpoint file{hint}")
 
 
 def _build(name: str, kwargs: dict, state_dict: dict, path: Path) -> torch.nn.Module:
+    """Build ``name`` and load ``state_dict`` strictly: names, shapes and dtype kinds must match."""
     from ..models import create_model
 
     try:
         model = create_model(name, **kwargs)
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: cannot build model {name!r}: {e}") from None
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise CheckpointError(f"{path}: the weights are not a mapping of names to tensors")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
     if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not fit {name}: missing {list(missing)[:5]}, "
-                              f"unexpected {list(unexpected)[:5]}")
+        raise CheckpointError(f"{path}: weights do not fit {name}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    for k, v in state_dict.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise CheckpointError(f"{path}: tensor {k} has shape {list(v.shape)}, {name} needs {list(own[k].shape)}")
+        if v.is_floating_point() != own[k].is_floating_point():
+            raise CheckpointError(f"{path}: tensor {k} is {str(v.dtype).replace('torch.', '')}, "
+                                  f"{name} needs a floating-point tensor" if own[k].is_floating_point() else
+                                  f"{path}: tensor {k} is {v.dtype}, {name} needs {own[k].dtype}")
+    model.load_state_dict(state_dict, strict=True)
     return model.eval()
+
+
+def _check_model(loaded: "LoadedModel", path: Path) -> "LoadedModel":
+    """One check for every kind of file: the class list fits the head, the weights are finite."""
+    n = len(loaded.classes)
+    if n < 1:
+        raise CheckpointError(f"{path}: the class list is empty")
+    if loaded.is_torch:
+        head = getattr(loaded.model, "num_classes", None)
+        if head is not None and int(head) != n:
+            raise CheckpointError(f"{path}: {n} class names for a head of {head} outputs; the class list "
+                                  f"(sidecar / metadata) does not belong to these weights")
+        bad = [k for k, v in loaded.model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise CheckpointError(f"{path}: {len(bad)} weight tensor(s) hold NaN or inf (first: {bad[0]}); "
+                                  f"the model cannot give meaningful predictions")
+    return loaded
 
 
 def imagenet_classes(num_classes: int) -> List[str]:
@@ -91,13 +133,34 @@ def imagenet_classes(num_classes: int) -> List[str]:
     return [info.index_to_description(i).split(",")[0].strip() for i in range(num_classes)]
 
 
-def load_fvt_checkpoint(path: Path, ckpt: dict, ema: bool, device: torch.device) -> LoadedModel:
-    key = "state_dict_ema" if ema else "state_dict"
+def selected_weights(ckpt: dict) -> str:
+    """Which weights the run chose best.pt by: the checkpoint's own record, else its config's
+    best_metric (ema_* -> EMA), else the raw weights."""
+    chosen = ckpt.get("selected_weights")
+    if chosen in ("ema", "raw"):
+        return chosen
+    train = ((ckpt.get("config") or {}).get("train") or {}) if isinstance(ckpt.get("config"), dict) else {}
+    return "ema" if str(train.get("best_metric", "")).startswith("ema") else "raw"
+
+
+def load_fvt_checkpoint(path: Path, ckpt: dict, ema: Optional[bool], device: torch.device) -> LoadedModel:
+    """``ema``: True/False force EMA/raw weights (--ema/--raw); None follows the run's selection."""
+    for key, kind in (("model_name", str), ("classes", list), ("preprocessing", dict), ("state_dict", dict)):
+        if not isinstance(ckpt.get(key), kind):
+            raise CheckpointError(f"{path}: malformed fvt checkpoint: {key!r} is missing or not a {kind.__name__}")
+    why = "--ema" if ema else "--raw"
+    if ema is None:
+        ema = selected_weights(ckpt) == "ema"
+        why = "the run's selection" if ckpt.get("selected_weights") else "the run's best_metric" if ema else "default"
+        if ema and not ckpt.get("state_dict_ema"):
+            ema, why = False, "no EMA weights in the checkpoint"
     if ema and not ckpt.get("state_dict_ema"):
         raise CheckpointError(f"{path} holds no EMA weights (trained with --no-ema); drop --ema")
+    key = "state_dict_ema" if ema else "state_dict"
     model = _build(ckpt["model_name"], dict(ckpt.get("model_kwargs") or {}), ckpt[key], path).to(device)
     info = {k: ckpt.get(k) for k in ("epoch", "step", "metrics", "config", "fvt_version")}
     info["weights"] = "ema" if ema else "raw"
+    info["weights_why"] = why
     return LoadedModel("fvt", list(ckpt["classes"]), dict(ckpt["preprocessing"]), ckpt["model_name"],
                        dict(ckpt.get("model_kwargs") or {}), model=model, device=device, info=info)
 
@@ -127,75 +190,88 @@ def _sidecar(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
-def load_safetensors(path: Path, model_name: Optional[str], device: torch.device) -> LoadedModel:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+def _read_meta_json(path: Path, what: str) -> dict:
+    try:
+        return parse_meta(path.read_text(encoding="utf-8"), path)
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: cannot read {what} ({e})") from None
 
-    meta = None
-    if _sidecar(path).is_file():
-        meta = json.loads(_sidecar(path).read_text())
-    else:
+
+def _read_safetensors(path: Path):
+    """(tensors, header metadata); a file that is not safetensors is one line, not a traceback."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
         with safe_open(str(path), "pt") as f:
             header = f.metadata() or {}
-        if META_KEY in header:
-            meta = json.loads(header[META_KEY])
-    state = load_file(str(path))
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: not a valid safetensors file ({str(e).splitlines()[0][:160]})") from None
+    return state, header
+
+
+def load_safetensors(path: Path, model_name: Optional[str], device: torch.device,
+                     meta: Optional[dict] = None, kind: str = "safetensors") -> LoadedModel:
+    if meta is None and _sidecar(path).is_file():
+        meta = _read_meta_json(_sidecar(path), "the JSON sidecar")
+    state, header = _read_safetensors(path)
+    if meta is None and META_KEY in header:
+        meta = parse_meta(header[META_KEY], path)
     if meta is None:
         if model_name is None:
             raise CheckpointError(f"{path}: no sidecar {_sidecar(path).name} and no fvt metadata; "
                                   f"pass --model NAME to load bare weights")
         return load_official(path, model_name, False, device)
+    if not isinstance(meta.get("model_name"), str):
+        raise CheckpointError(f"{path}: the metadata names no model (model_name)")
     model = _build(meta["model_name"], dict(meta.get("model_kwargs") or {}), state, path).to(device)
-    return LoadedModel("safetensors", list(meta["classes"]), dict(meta["preprocessing"]), meta["model_name"],
-                       dict(meta.get("model_kwargs") or {}), model=model, device=device)
+    return LoadedModel(kind, list(meta["classes"]), dict(meta["preprocessing"]), meta["model_name"],
+                       dict(meta.get("model_kwargs") or {}), model=model, device=device,
+                       info={"weights": meta.get("weights", "raw")})
 
 
-def load_onnx(path: Path) -> LoadedModel:
-    import onnxruntime as ort
-
+def load_timm_folder(folder: Path, device: torch.device) -> LoadedModel:
+    """A ``fvt export --format timm-folder`` folder: config.json (its "fvt" key) + model.safetensors."""
     try:
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-        sess = ort.InferenceSession(str(path), providers=providers)
-    except Exception as e:  # onnxruntime raises its own exception types for a bad file
-        raise CheckpointError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0]})") from None
-    props = sess.get_modelmeta().custom_metadata_map
-    if META_KEY not in props:
-        raise CheckpointError(f"{path}: ONNX file without fvt metadata (classes, preprocessing); "
-                              f"export it with `fvt export --format onnx`")
-    meta = json.loads(props[META_KEY])
-    return LoadedModel("onnx", list(meta["classes"]), dict(meta["preprocessing"]), meta.get("model_name"),
-                       dict(meta.get("model_kwargs") or {}), session=sess)
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{folder / 'config.json'}: unreadable ({e})") from None
+    meta = parse_meta(json.dumps(config.get(META_KEY)) if isinstance(config, dict) else None, folder / "config.json")
+    return load_safetensors(folder / "model.safetensors", None, device, meta=meta, kind="timm-folder")
 
 
-def _is_torchscript(path: Path) -> bool:
-    import zipfile
-
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as z:
-        return any("/code/" in n or n.endswith("/constants.pkl") for n in z.namelist())
+def load_export(path: Path, fmt: str, device: str) -> LoadedModel:
+    runtime, meta = load_backend(path, fmt, device)
+    return LoadedModel(fmt, list(meta["classes"]), dict(meta["preprocessing"]), meta.get("model_name"),
+                       dict(meta.get("model_kwargs") or {}), model=runtime, backend=runtime.backend,
+                       info={"weights": meta.get("weights", "raw"), "precision": meta.get("precision", "fp32")})
 
 
-def load_any(path: Union[str, Path], model_name: Optional[str] = None, ema: bool = False,
+def load_any(path: Union[str, Path], model_name: Optional[str] = None, ema: Optional[bool] = None,
              device: str = "auto") -> LoadedModel:
-    """Load whatever ``path`` is (see the module docstring)."""
-    path = Path(path).expanduser()
+    """Load whatever ``path`` is (see the module docstring). ``ema``: None = the run's choice."""
+    path = resolve_checkpoint(path)
     _check_exists(path)
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        return load_onnx(path)
+    loaded = _load(path, model_name, ema, device)
+    loaded.info.setdefault("source", str(path))
+    return loaded
+
+
+def _load(path: Path, model_name: Optional[str], ema: Optional[bool], device: str) -> LoadedModel:
+    fmt = detect_format(path)
+    if fmt in EXPORT_FORMATS:
+        return _check_model(load_export(path, fmt, device), path)
     dev = _device(device)
-    if suffix == ".safetensors":
-        return load_safetensors(path, model_name, dev)
-    if _is_torchscript(path):
-        raise UsageError(f"{path} is a TorchScript export (load it with torch.jit.load); give fvt the checkpoint "
-                         f"it came from, or an ONNX / safetensors export")
+    if fmt == "safetensors":
+        return _check_model(load_safetensors(path, model_name, dev), path)
+    if fmt == "timm-folder":
+        return _check_model(load_timm_folder(path, dev), path)
     from ..models.checkpoint import safe_load
 
     ckpt = safe_load(path)
     if isinstance(ckpt, dict) and "model_name" in ckpt and "state_dict" in ckpt:
-        return load_fvt_checkpoint(path, ckpt, ema, dev)
+        return _check_model(load_fvt_checkpoint(path, ckpt, ema, dev), path)
     if model_name is None:
         raise UsageError(f"{path} is not an fvt checkpoint (no model_name/classes inside); for an official "
                          f"checkpoint also pass --model NAME, e.g. --model faster_vit_0_224")
-    return load_official(path, model_name, ema, dev)
+    return _check_model(load_official(path, model_name, bool(ema), dev), path)

@@ -95,6 +95,21 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--compile", action="store_true", help="Time torch.compile'd model.")
+    parser.add_argument("--backend", metavar="LIST", help="Compare inference backends instead, comma-separated: "
+                        "torch, compile, onnxruntime[-int8], openvino[-fp16|-int8], tensorrt, official "
+                        "(latency p50/p90 at batch 1, throughput at --batch-size).")
+
+
+def _run_backends(args: argparse.Namespace) -> int:
+    # Lazy and one-way: exporting for the runtimes lives in the evaluation stage.
+    from ..evaluation.bench import HEADER, bench_backends
+
+    names = [b.strip() for b in args.backend.split(",") if b.strip()]
+    print(f"{args.model}, batch 1 latency / batch {args.batch_size} throughput, "
+          f"{torch.get_num_threads()} threads")
+    print(HEADER)
+    bench_backends(args.model, names, args.img_size, args.batch_size, max(args.steps, 3), args.warmup)
+    return 0
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -108,6 +123,8 @@ def run_bench(args: argparse.Namespace) -> int:
         raise UsageError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
     if args.batch_size < 1 or args.steps < 1:
         raise UsageError("--batch-size and --steps must be >= 1")
+    if args.backend:
+        return _run_backends(args)
     if args.amp == "fp16" and not device.startswith("cuda"):
         raise UsageError("--amp fp16 needs a CUDA device; use --amp bf16 on CPU")
     model = create_model(args.model, img_size=args.img_size, num_classes=1000)

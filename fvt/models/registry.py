@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import difflib
 import logging
+from pathlib import Path
 from typing import Optional
 
 import torch.nn as nn
@@ -159,12 +160,21 @@ def _register_timm() -> None:
     mod = sys.modules[__name__]
     for name in VARIANTS:
         def entry(pretrained=False, _name=name, **kw):
-            if pretrained:
-                raise UsageError(f"fvt downloads nothing: use fvt.create_model('{_name}', pretrained=PATH)")
-            kw.pop("pretrained_cfg", None)
+            cfg = kw.pop("pretrained_cfg", None)
             kw.pop("pretrained_cfg_overlay", None)
             kw.pop("cache_dir", None)
-            return build_model(_name, **kw)
+            kw.pop("pretrained_model_args", None)  # timm's copy of config.json model_args (already in kw)
+            # timm "local-dir:FOLDER" (e.g. an `fvt export --format timm-folder`): weights beside config.json
+            local = cfg.get("file") if isinstance(cfg, dict) and cfg.get("source") == "local-dir" else None
+            if pretrained and not local:
+                raise UsageError(f"fvt downloads nothing: use fvt.create_model('{_name}', pretrained=PATH)")
+            model = build_model(_name, **kw)
+            if pretrained:
+                from .checkpoint import load_pretrained
+
+                load_pretrained(model, Path(local) / "model.safetensors")
+                model.pretrained_cfg = model.default_cfg = {**model.pretrained_cfg, **cfg}  # labels, preprocessing
+            return model
 
         entry.__name__ = name
         entry.__qualname__ = name

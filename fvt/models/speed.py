@@ -80,3 +80,25 @@ def matmul_peak(device: str = "cpu", amp: str = "none", n: int = 2048, steps: in
         a @ b
     _sync(dev)
     return 2 * n ** 3 * steps / (time.perf_counter() - t)
+
+
+def time_calls(fn, x, steps: int = 20, warmup: int = 3) -> list:
+    """Wall seconds of each of ``steps`` calls ``fn(x)`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn(x)
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def latency_throughput(fn, make_input, batch: int = 32, steps: int = 20, warmup: int = 3) -> dict:
+    """p50 / p90 latency (ms) at batch 1 and throughput (img/s, median call) at ``batch``."""
+    import statistics
+
+    lat = sorted(time_calls(fn, make_input(1), steps, warmup))
+    thr = time_calls(fn, make_input(batch), max(3, steps // 4), 1)
+    return {"p50_ms": 1000 * lat[len(lat) // 2], "p90_ms": 1000 * lat[min(len(lat) - 1, int(0.9 * len(lat)))],
+            "img_per_s": batch / statistics.median(thr)}

@@ -1,0 +1,65 @@
+"""An export checked against the PyTorch model it came from, on real images.
+
+fp32 exports must reproduce PyTorch's probabilities (max abs difference); fp16 / int8 exports
+are judged by top-1 agreement. The result is printed and written beside the export as JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+import torch
+
+from .metrics import softmax
+
+PROB_TOLERANCE = 1e-4  # max abs probability difference allowed for an fp32 export
+
+
+@torch.no_grad()
+def compare(reference: torch.nn.Module, exported: torch.nn.Module, batches: Iterable[torch.Tensor]) -> dict:
+    """Max abs probability / logit difference and top-1 agreement over ``batches``."""
+    ref_p, got_p, ref_l, got_l = [], [], [], []
+    for x in batches:
+        r = reference(x).float().numpy()
+        g = exported(x).float().numpy()
+        ref_l.append(r)
+        got_l.append(g)
+        ref_p.append(softmax(r))
+        got_p.append(softmax(g))
+    r, g = np.concatenate(ref_p), np.concatenate(got_p)
+    finite = bool(np.isfinite(g).all())
+    return {"images": int(len(r)), "max_abs_prob_diff": float(np.abs(r - g).max()) if finite else float("inf"),
+            "max_abs_logit_diff": float(np.abs(np.concatenate(ref_l) - np.concatenate(got_l)).max())
+            if finite else float("inf"),
+            "top1_agreement": float((r.argmax(1) == g.argmax(1)).mean()), "finite": finite}
+
+
+def judge(result: dict, precision: str) -> Optional[str]:
+    """Why the check failed, or None: fp32 by probability difference; any precision must be finite."""
+    if not result["finite"]:
+        return "the export produces NaN or inf"
+    if precision == "fp32" and not result["max_abs_prob_diff"] <= PROB_TOLERANCE:
+        return (f"max abs probability difference {result['max_abs_prob_diff']:.3g} exceeds "
+                f"{PROB_TOLERANCE:g} for an fp32 export")
+    return None
+
+
+def report_path(export_path: Path) -> Path:
+    name = export_path.name[:-len(export_path.suffix)] if export_path.suffix else export_path.name
+    return export_path.parent / f"{name}.verify.json"
+
+
+def write_report(export_path: Path, result: dict) -> Path:
+    path = report_path(export_path)
+    path.write_text(json.dumps(result, indent=2))
+    return path
+
+
+def describe(result: dict) -> str:
+    if result.get("skipped"):
+        return f"numerical check skipped: {result['skipped']}"
+    return (f"checked on {result['images']} {result.get('source', 'images')}: max abs prob diff "
+            f"{result['max_abs_prob_diff']:.2e}, top-1 agreement {100 * result['top1_agreement']:.1f}% "
+            f"({result['backend']}, {result['precision']})")
