@@ -36,7 +36,7 @@ if [ "$DRY" = 1 ]; then
     COMPILE_MODES=(--modes eval)
     TS=(--device cpu --model faster_vit_nano --img-size 32 --batch-size 8 --workers 1 --steps 2 --amp bf16)
     FT=(--device cpu --model faster_vit_nano --img-size 32 --batch-size 16 --workers 1 --max-steps 4)
-    T_TEST=300; T_SPEED=600; T_COMPILE=900; T_LOADER=300; T_FT=300; T_DDP=300
+    T_TEST=300; T_SPEED=600; T_COMPILE=300; T_LOADER=300; T_FT=300; T_DDP=300
 else
     DEV=cuda
     if ! GPU=$(timeout 20 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | head -n1); then

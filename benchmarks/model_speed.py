@@ -16,7 +16,7 @@ The last column puts fvt's rate against the machine's own ceiling: model FLOPs p
 img/s, over the FLOP/s of a large dense matmul in the same precision. A row near 100% is
 compute-bound: no implementation of the same network can run much faster there.
 
---profile prints, instead, torch.profiler tables per row: self CPU time by op, median over the
+--profile prints, instead, torch.profiler tables per row: self CPU time by op, minimum over the
 repetitions, for the four runs side by side. Needs the reference package (pip install
 fastervit==1.0.0). Examples:
 
@@ -142,7 +142,9 @@ def verdict(ratios: list, goal: float) -> str:
 
 
 def profile_row(models: dict, args, size: int, mode: str, prec: str, device: torch.device) -> None:
-    """Self CPU time by op (median over --reps profiled repetitions), the four runs side by side."""
+    """Self CPU time by op, the four runs side by side: the minimum over --reps profiled
+    repetitions (the profiler times ops by wall clock, and another process taking the core only
+    ever adds time to an op, so the minimum is the estimate least distorted by load)."""
     from torch.profiler import ProfilerActivity, profile
 
     per_run = {}
@@ -159,11 +161,11 @@ def profile_row(models: dict, args, size: int, mode: str, prec: str, device: tor
     med = {}
     for name, (_, tables) in per_run.items():
         ops = set().union(*tables)
-        med[name] = {op: (statistics.median(t.get(op, (0.0, 0))[0] for t in tables),
+        med[name] = {op: (min(t.get(op, (0.0, 0))[0] for t in tables),
                           max(t.get(op, (0.0, 0))[1] for t in tables)) for op in ops}
     names = list(med)
     ops = sorted(set().union(*med.values()), key=lambda op: -max(m.get(op, (0, 0))[0] for m in med.values()))
-    print(f"\n### {size} px, {mode}, {prec}: self CPU ms per step by op (calls), median of {args.reps}")
+    print(f"\n### {size} px, {mode}, {prec}: self CPU ms per step by op (calls), min of {args.reps}")
     print("| op | " + " | ".join(names) + " |")
     print("|---|" + "---:|" * len(names))
     for op in ops[:args.top]:
