@@ -34,6 +34,19 @@ def build_official(name: str, size: int):
         return getattr(off, name)(**kw)
 
 
+def model_flops(model, size: int) -> int:
+    """FLOPs of one image's forward, counted in eval mode: the count runs at batch 1, where
+    BatchNorm in train mode refuses a 1x1 feature map (small --sizes). The mode is restored."""
+    from fvt.models.commands import count_flops
+
+    was_training = model.training
+    model.eval()
+    try:
+        return count_flops(model, (size, size))
+    finally:
+        model.train(was_training)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="faster_vit_0_224")
@@ -49,7 +62,6 @@ def main() -> int:
     args = p.parse_args()
 
     from fvt.models import create_model
-    from fvt.models.commands import count_flops
     from fvt.models.speed import matmul_peak, measure
 
     if args.threads:
@@ -69,7 +81,7 @@ def main() -> int:
         ref = build_official(args.model, size)
         ours = create_model(args.model, img_size=size)
         ours.load_state_dict(ref.state_dict())
-        flops = count_flops(ours, (size, size))
+        flops = model_flops(ours, size)
         for mode in ("eval", "train"):
             for amp in ("none", "bf16"):
                 kw = dict(batch_size=args.batch_size, amp=amp, mode=mode, steps=args.steps, warmup=args.warmup,
