@@ -131,8 +131,12 @@ def read_csv(path: Path, ignored: Counter) -> Labelled:
                     if len(row) > 2 else "")
             raise DataError(f"{path}:{lineno}: expected 2 fields 'path,label', got {len(row)}: "
                             f"{','.join(row)!r}{hint}")
+        if any("\0" in c for c in row):
+            raise DataError(f"{path}:{lineno}: cannot parse this CSV row (NUL byte); rows are path,label")
         if not row[1]:
             raise DataError(f"{path}:{lineno}: empty label for {row[0]!r} (every row needs path,label)")
+        if any(ord(ch) < 32 for ch in row[1]):
+            raise DataError(f"{path}:{lineno}: label {row[1]!r} holds a control character")
         p = Path(row[0]).expanduser()
         p = p if p.is_absolute() else base / p
         if not is_image_name(p):
