@@ -132,7 +132,7 @@ class AugConfig:
     hflip: float = opt(0.5, "Horizontal flip probability.", range="[0, 1]")
     vflip: float = opt(0.0, "Vertical flip probability.", range="[0, 1]")
     auto_augment: Optional[str] = opt("rand-m9-mstd0.5-inc1", "timm auto-augment policy (RandAugment string), or none.")
-    color_jitter: float = opt(0.4, "Color jitter strength (used when auto_augment is none).", range="[0, 1]")
+    color_jitter: float = opt(0.4, "Color jitter strength (used when auto_augment is none).", range="[0, inf)")
     three_augment: bool = opt(False, "DeiT III ThreeAugment (grayscale / solarize / blur) instead of auto-augment.")
     reprob: float = opt(0.25, "Random erasing probability.", range="[0, 1]")
     remode: str = opt("pixel", "Random erasing mode.", choices=("const", "rand", "pixel"))
