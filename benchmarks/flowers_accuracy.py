@@ -30,10 +30,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("FVT_FLOWERS", str(REPO.parent / "shared" / "datasets" / "flowers")))
     ap.add_argument("--config", default=str(REPO / "configs" / "flowers.yaml"))
-    ap.add_argument("--output", default=str(REPO / "runs" / "flowers-ref"))
+    ap.add_argument("--output", default="runs/flowers-ref",
+                    help="run folder; relative paths (here and in --data, --config) are from the current folder")
     ap.add_argument("--nproc", type=int, default=1, help="training processes (torchrun) on this machine")
     ap.add_argument("extra", nargs="*", help="extra `fvt train` flags (after --)")
     args = ap.parse_args()
+    # Relative paths mean the user's current folder, as for `fvt train` itself; the child runs
+    # there too (so relative paths among the extra flags agree) and finds this fvt via PYTHONPATH.
+    args.data, args.config, args.output = (str(Path(p).expanduser().resolve())
+                                           for p in (args.data, args.config, args.output))
     if not Path(args.data).is_dir():
         print(f"flowers dataset not found at {args.data}: set FVT_FLOWERS or --data", file=sys.stderr)
         return 2
@@ -44,7 +49,8 @@ def main() -> int:
            "--output", args.output, *args.extra]
     print("$", " ".join(cmd), flush=True)
     t0 = time.perf_counter()
-    rc = subprocess.call(cmd, cwd=REPO, env={**os.environ, "FVT_PROGRESS": "off"})
+    path = os.pathsep.join(x for x in (str(REPO), os.environ.get("PYTHONPATH")) if x)
+    rc = subprocess.call(cmd, env={**os.environ, "FVT_PROGRESS": "off", "PYTHONPATH": path})
     wall = time.perf_counter() - t0
     if rc != 0:
         print(f"training failed with exit code {rc}", file=sys.stderr)

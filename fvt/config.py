@@ -4,12 +4,20 @@ One dataclass per section. Every field name is unique across sections, so a fiel
 addressed the same way everywhere: ``lr`` in a flat YAML file, ``optim: {lr: ...}`` in a
 sectioned one, and ``--lr`` on the command line. Precedence: flag > file > default.
 Help texts live in ``field(metadata={"help": ...})`` and become ``fvt train --help``.
+
+Every numeric field declares its valid values next to its help: ``range="[0, 1)"`` (interval
+notation; ``inf`` for no bound; a tuple ``(lo, hi)`` means the closed interval) and, for lists,
+``length=N`` or ``(min, max)``. ``validate_config(cfg)`` (also ``cfg.validate()``) checks every
+field against them, plus the checks that span fields or need the model (a window-able input
+size, a known auto-augment policy), in one place before any work starts; values are not
+checked while a config is being read, so an old checkpoint's config still loads for eval.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
@@ -19,13 +27,63 @@ import yaml
 from .errors import UsageError, choice_message
 
 
-def opt(default, help: str, choices=None, **kw):
+def opt(default, help: str, choices=None, range=None, length=None, item=None, **kw):
+    """A config field. ``range``: valid values (``"[0, 1)"``, ``"(0, inf)"`` or a closed
+    ``(lo, hi)``), for a list each item; ``length``: a list's length (N or (min, max));
+    ``item``: a list's item type (int or float)."""
     meta = {"help": help}
     if choices is not None:
         meta["choices"] = tuple(choices)
+    if range is not None:
+        meta["range"] = Range.parse(range)
+    if length is not None:
+        meta["length"] = (length, length) if isinstance(length, int) else tuple(length)
+    if item is not None:
+        meta["item"] = item
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
+
+
+@dataclass(frozen=True)
+class Range:
+    """An interval of valid numbers; ``None`` bounds are unbounded."""
+
+    lo: Optional[float]
+    hi: Optional[float]
+    lo_open: bool = False
+    hi_open: bool = False
+
+    @classmethod
+    def parse(cls, spec) -> "Range":
+        if isinstance(spec, Range):
+            return spec
+        if isinstance(spec, (tuple, list)):
+            return cls(spec[0], spec[1])
+        m = re.fullmatch(r"\s*([\[(])\s*([^,\s]+)\s*,\s*([^,\s]+)\s*([\])])\s*", str(spec))
+        if not m:
+            raise ValueError(f"bad range {spec!r}: use interval notation such as '[0, 1)'")
+
+        def bound(t):
+            return None if t.lstrip("+-") == "inf" else float(t)
+
+        return cls(bound(m.group(2)), bound(m.group(3)), m.group(1) == "(", m.group(4) == ")")
+
+    def __contains__(self, x) -> bool:
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or x != x:  # NaN is never valid
+            return False
+        if self.lo is not None and (x < self.lo or (self.lo_open and x == self.lo)):
+            return False
+        if self.hi is not None and (x > self.hi or (self.hi_open and x == self.hi)):
+            return False
+        return True
+
+    def __str__(self) -> str:
+        def fmt(v, sign):
+            return f"{sign}inf" if v is None else f"{v:g}"
+
+        return (f"{'(' if self.lo_open or self.lo is None else '['}{fmt(self.lo, '-')}, "
+                f"{fmt(self.hi, '')}{')' if self.hi_open or self.hi is None else ']'}")
 
 
 # OptimConfig has a field named `opt`, which shadows the helper inside its class body.
@@ -35,11 +93,12 @@ _opt = opt
 @dataclass
 class ModelConfig:
     model: str = opt("faster_vit_0_224", "Model name (see `fvt models`).")
-    img_size: Optional[list] = opt(None, "Input size: N or H W. Default: the model's own (224).")
+    img_size: Optional[list] = opt(None, "Input size: N or H W. Default: the variant's own "
+                                    "(224 for *_224, 128 for faster_vit_nano ...).", range="[1, 4096]", length=(1, 2), item=int)
     pretrained: Optional[str] = opt(None, "Weights to start from: official .pth.tar, fvt checkpoint or .safetensors.")
     pretrained_raw: bool = opt(False, "Take the raw weights from --pretrained even when it also holds EMA weights.")
-    drop_path_rate: Optional[float] = opt(None, "Stochastic depth rate. Default: the variant's official value.")
-    drop_rate: float = opt(0.0, "Dropout before the classifier.")
+    drop_path_rate: Optional[float] = opt(None, "Stochastic depth rate. Default: the variant's official value.", range="[0, 1)")
+    drop_rate: float = opt(0.0, "Dropout before the classifier.", range="[0, 1)")
     freeze: str = opt("none", "Freeze weights: none, head (train only the head) or stages:N (freeze the first N stages).")
     bn_eval: bool = opt(False, "Keep BatchNorm statistics frozen (eval mode) while training.")
     sync_bn: bool = opt(False, "Convert BatchNorm to SyncBatchNorm under distributed training.")
@@ -52,72 +111,72 @@ class ModelConfig:
 class DataConfig:
     data: Optional[str] = opt(None, "Image folder (root/<class>/..., or root/train + root/val), or a CSV of path,label.")
     val_data: Optional[str] = opt(None, "Separate validation folder or CSV (overrides the automatic split).")
-    val_split: float = opt(0.2, "Fraction of each class held out for validation when the data is not pre-split.")
-    split_seed: int = opt(42, "Seed of the stratified train/val split.")
-    batch_size: int = opt(64, "Training batch size per process.")
-    eval_batch_size: Optional[int] = opt(None, "Evaluation batch size per process. Default: 2x batch size.")
-    workers: int = opt(2, "DataLoader worker processes per training process.")
+    val_split: float = opt(0.2, "Fraction of each class held out for validation when the data is not pre-split.", range="[0, 1)")
+    split_seed: int = opt(42, "Seed of the stratified train/val split.", range="[0, 4294967295]")
+    batch_size: int = opt(64, "Training batch size per process.", range="[1, inf)")
+    eval_batch_size: Optional[int] = opt(None, "Evaluation batch size per process. Default: 2x batch size.", range="[1, inf)")
+    workers: int = opt(2, "DataLoader worker processes per training process.", range="[0, 256]")
     sampler: str = opt("random", "Training sampler.", choices=("random", "balanced", "repeated"))
-    repeats: int = opt(3, "Repeats per image for the repeated-augmentation sampler.")
+    repeats: int = opt(3, "Repeats per image for the repeated-augmentation sampler.", range="[1, 64]")
     verify_images: bool = opt(False, "Fully decode every image in the start-up scan (slower; default: header check).")
 
 
 @dataclass
 class AugConfig:
-    mean: list = opt([0.485, 0.456, 0.406], "Normalisation mean (saved with checkpoints).")
-    std: list = opt([0.229, 0.224, 0.225], "Normalisation std (saved with checkpoints).")
-    crop_pct: float = opt(0.875, "Eval: resize to size/crop_pct, then center-crop.")
+    mean: list = opt([0.485, 0.456, 0.406], "Normalisation mean (saved with checkpoints).", range="[0, 1]", length=3)
+    std: list = opt([0.229, 0.224, 0.225], "Normalisation std (saved with checkpoints).", range="(0, 1]", length=3)
+    crop_pct: float = opt(0.875, "Eval: resize to size/crop_pct, then center-crop.", range="(0, 1]")
     interpolation: str = opt("bicubic", "Resize interpolation.", choices=("bilinear", "bicubic", "nearest"))
-    scale: list = opt([0.08, 1.0], "Random-resized-crop area range.")
-    ratio: list = opt([0.75, 1.3333333], "Random-resized-crop aspect range.")
-    hflip: float = opt(0.5, "Horizontal flip probability.")
-    vflip: float = opt(0.0, "Vertical flip probability.")
+    scale: list = opt([0.08, 1.0], "Random-resized-crop area range.", range="(0, 1]", length=2)
+    ratio: list = opt([0.75, 1.3333333], "Random-resized-crop aspect range.", range="(0, inf)", length=2)
+    hflip: float = opt(0.5, "Horizontal flip probability.", range="[0, 1]")
+    vflip: float = opt(0.0, "Vertical flip probability.", range="[0, 1]")
     auto_augment: Optional[str] = opt("rand-m9-mstd0.5-inc1", "timm auto-augment policy (RandAugment string), or none.")
-    color_jitter: float = opt(0.4, "Color jitter strength (used when auto_augment is none).")
+    color_jitter: float = opt(0.4, "Color jitter strength (used when auto_augment is none).", range="[0, inf)")
     three_augment: bool = opt(False, "DeiT III ThreeAugment (grayscale / solarize / blur) instead of auto-augment.")
-    reprob: float = opt(0.25, "Random erasing probability.")
+    reprob: float = opt(0.25, "Random erasing probability.", range="[0, 1]")
     remode: str = opt("pixel", "Random erasing mode.", choices=("const", "rand", "pixel"))
-    recount: int = opt(1, "Random erasing count.")
-    mixup: float = opt(0.0, "Mixup alpha (0 disables).")
-    cutmix: float = opt(0.0, "CutMix alpha (0 disables).")
-    mixup_prob: float = opt(1.0, "Probability of applying mixup or cutmix to a batch.")
-    mixup_switch_prob: float = opt(0.5, "Probability of switching to cutmix when both are enabled.")
+    recount: int = opt(1, "Random erasing count.", range="[1, 64]")
+    mixup: float = opt(0.0, "Mixup alpha (0 disables).", range="[0, inf)")
+    cutmix: float = opt(0.0, "CutMix alpha (0 disables).", range="[0, inf)")
+    mixup_prob: float = opt(1.0, "Probability of applying mixup or cutmix to a batch.", range="[0, 1]")
+    mixup_switch_prob: float = opt(0.5, "Probability of switching to cutmix when both are enabled.", range="[0, 1]")
     mixup_mode: str = opt("batch", "How mixup/cutmix params are drawn.", choices=("batch", "pair", "elem"))
-    smoothing: float = opt(0.1, "Label smoothing.")
+    smoothing: float = opt(0.1, "Label smoothing.", range="[0, 1)")
 
 
 @dataclass
 class OptimConfig:
     opt: str = _opt("adamw", "Optimizer: any timm optimizer name (adamw, sgd, lamb, lion, ...) or sophia.")
-    lr: float = _opt(1e-3, "Peak learning rate (after optional --lr-base-batch scaling).")
-    lr_base_batch: Optional[int] = _opt(None, "If set, lr is scaled linearly by global_batch / lr_base_batch.")
-    weight_decay: float = _opt(0.05, "Weight decay (never applied to norms, biases, position-bias MLPs).")
-    momentum: float = _opt(0.9, "SGD momentum.")
-    opt_eps: Optional[float] = _opt(None, "Optimizer epsilon.")
-    opt_betas: Optional[list] = _opt(None, "Optimizer betas.")
-    layer_decay: Optional[float] = _opt(None, "Layer-wise lr decay factor (e.g. 0.75); none disables.")
-    clip_grad: Optional[float] = _opt(None, "Gradient clipping threshold; none disables.")
+    lr: float = _opt(1e-3, "Peak learning rate (after optional --lr-base-batch scaling).", range="(0, inf)")
+    lr_base_batch: Optional[int] = _opt(None, "If set, lr is scaled linearly by global_batch / lr_base_batch.", range="[1, inf)")
+    weight_decay: float = _opt(0.05, "Weight decay (never applied to norms, biases, position-bias MLPs).", range="[0, inf)")
+    momentum: float = _opt(0.9, "SGD momentum.", range="[0, 1)")
+    opt_eps: Optional[float] = _opt(None, "Optimizer epsilon.", range="(0, 1)")
+    opt_betas: Optional[list] = _opt(None, "Optimizer betas.", range="[0, 1)", length=(2, 3))
+    layer_decay: Optional[float] = _opt(None, "Layer-wise lr decay factor (e.g. 0.75); none disables.", range="(0, 1]")
+    clip_grad: Optional[float] = _opt(None, "Gradient clipping threshold; none disables.", range="(0, inf)")
     clip_mode: str = _opt("norm", "Gradient clipping mode.", choices=("norm", "value", "agc"))
-    accum_steps: int = _opt(1, "Gradient accumulation steps.")
-    sophia_rho: float = _opt(0.04, "SophiaG clipping rho.")
-    hess_interval: int = _opt(10, "SophiaG: refresh the Hessian estimate every k optimizer steps.")
+    accum_steps: int = _opt(1, "Gradient accumulation steps.", range="[1, inf)")
+    sophia_rho: float = _opt(0.04, "SophiaG clipping rho.", range="(0, inf)")
+    hess_interval: int = _opt(10, "SophiaG: refresh the Hessian estimate every k optimizer steps.", range="[1, inf)")
     sam_rho: float = _opt(0.0, "Sharpness-aware minimization radius (0 = off; ~0.05 for SGD/AdamW): a second "
-                                "forward/backward per step, from the worst point within rho.")
+                                "forward/backward per step, from the worst point within rho.", range="[0, inf)")
     sam_adaptive: bool = _opt(False, "Adaptive SAM (ASAM): scale the radius by each weight's magnitude (use rho ~0.5-2).")
 
 
 @dataclass
 class SchedConfig:
     sched: str = opt("cosine", "LR schedule.", choices=("cosine", "step", "multistep", "plateau", "poly", "tanh", "none"))
-    epochs: int = opt(30, "Total training epochs.")
-    warmup_epochs: float = opt(3, "Linear warmup epochs.")
-    warmup_lr: float = opt(1e-6, "LR at the start of warmup.")
-    min_lr: float = opt(1e-6, "Floor of the schedule.")
-    decay_epochs: float = opt(30, "Step schedule: epochs between decays.")
-    decay_milestones: list = opt([30, 60], "Multistep schedule: epochs at which lr decays.")
-    decay_rate: float = opt(0.1, "Step/multistep/plateau decay factor.")
-    patience_epochs: int = opt(10, "Plateau schedule patience.")
-    cooldown_epochs: int = opt(0, "Epochs at min_lr after the schedule ends.")
+    epochs: int = opt(30, "Total training epochs.", range="[1, inf)")
+    warmup_epochs: float = opt(3, "Linear warmup epochs.", range="[0, inf)")
+    warmup_lr: float = opt(1e-6, "LR at the start of warmup.", range="[0, inf)")
+    min_lr: float = opt(1e-6, "Floor of the schedule.", range="[0, inf)")
+    decay_epochs: float = opt(30, "Step schedule: epochs between decays.", range="(0, inf)")
+    decay_milestones: list = opt([30, 60], "Multistep schedule: epochs at which lr decays.", range="[0, inf)")
+    decay_rate: float = opt(0.1, "Step/multistep/plateau decay factor.", range="(0, 1]")
+    patience_epochs: int = opt(10, "Plateau schedule patience.", range="[0, inf)")
+    cooldown_epochs: int = opt(0, "Epochs at min_lr after the schedule ends.", range="[0, inf)")
 
 
 @dataclass
@@ -128,18 +187,18 @@ class TrainConfig:
     device: str = opt("auto", "Device: auto, cpu, cuda, cuda:N.")
     amp: str = opt("auto", "Mixed precision: auto (bf16 on CUDA, and on CPUs where a quick timing finds it faster; float32 with --deterministic), none, bf16, fp16 (CUDA only).",
                    choices=("auto", "none", "bf16", "fp16"))
-    seed: int = opt(42, "Random seed.")
+    seed: int = opt(42, "Random seed.", range="[0, 4294967295]")
     deterministic: bool = opt(False, "Deterministic algorithms (slower) for exact reproducibility.")
     resume: Optional[str] = opt(None, "Resume: auto (last.pt in --output if present) or a checkpoint path.")
     ema: bool = opt(True, "Keep an exponential moving average of the weights (evaluated and saved).")
-    ema_decay: float = opt(0.999, "EMA decay per optimizer step.")
-    eval_every: int = opt(1, "Evaluate every N epochs.")
-    save_every_steps: int = opt(0, "Also save last.pt every N optimizer steps (0: once per epoch).")
-    keep_top_k: int = opt(1, "Keep the k best checkpoints (best.pt plus best-2.pt ...).")
+    ema_decay: float = opt(0.999, "EMA decay per optimizer step.", range="[0, 1]")
+    eval_every: int = opt(1, "Evaluate every N epochs.", range="[1, inf)")
+    save_every_steps: int = opt(0, "Also save last.pt every N optimizer steps (0: once per epoch).", range="[0, inf)")
+    keep_top_k: int = opt(1, "Keep the k best checkpoints (best.pt plus best-2.pt ...).", range="[1, inf)")
     best_metric: str = opt("top1", "Metric that selects best.pt.", choices=("top1", "top5", "loss", "ema_top1"))
-    early_stop: int = opt(0, "Stop after N evaluations without improvement (0: off).")
-    log_every: int = opt(20, "Log to log.jsonl / TensorBoard every N steps.")
-    max_steps: Optional[int] = opt(None, "Stop after this many optimizer steps (smoke tests).")
+    early_stop: int = opt(0, "Stop after N evaluations without improvement (0: off).", range="[0, inf)")
+    log_every: int = opt(20, "Log to log.jsonl / TensorBoard every N steps.", range="[0, inf)")
+    max_steps: Optional[int] = opt(None, "Stop after this many optimizer steps (smoke tests).", range="[1, inf)")
 
 
 @dataclass
@@ -147,8 +206,8 @@ class DistillConfig:
     teacher: Optional[str] = opt(None, "Teacher: an fvt checkpoint, or a timm model name (with --teacher-weights).")
     teacher_weights: Optional[str] = opt(None, "Weights for a teacher given by timm model name.")
     distill: str = opt("soft", "Distillation type.", choices=("soft", "hard"))
-    distill_alpha: float = opt(0.5, "Weight of the distillation loss.")
-    distill_tau: float = opt(1.0, "Softmax temperature for soft distillation.")
+    distill_alpha: float = opt(0.5, "Weight of the distillation loss.", range="[0, 1]")
+    distill_tau: float = opt(1.0, "Softmax temperature for soft distillation.", range="(0, inf)")
 
 
 SECTIONS = {
@@ -185,6 +244,10 @@ class Config:
             raise UsageError(_unknown(key))
         setattr(getattr(self, section), key, coerce(key, value))
 
+    def validate(self) -> "Config":
+        """See ``validate_config``."""
+        return validate_config(self)
+
     def save(self, path: Union[str, Path]) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
@@ -207,9 +270,13 @@ class Config:
         if not p.is_file():
             raise UsageError(f"config file not found: {p}")
         try:
-            d = yaml.safe_load(p.read_text()) or {}
+            d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
             raise UsageError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"config file {p} is not a text (UTF-8 YAML) file") from None
+        except OSError as e:
+            raise UsageError(f"cannot read config file {p}: {e.strerror or e}") from None
         if not isinstance(d, dict):
             raise UsageError(f"config file {p} must hold a mapping of option: value")
         return cls.from_dict(d, base)
@@ -309,7 +376,8 @@ def add_config_arguments(parser, sections=None) -> None:
             typ = FIELD_TYPES[f.name]
             flag = "--" + f.name.replace("_", "-")
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            help_text = f"{f.metadata['help']} [default: {default}]"
+            rng = f.metadata.get("range")
+            help_text = f"{f.metadata['help']} [default: {default}{f'; range {rng}' if rng else ''}]"
             kw = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text)
             if typ is bool:
                 group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
@@ -331,4 +399,102 @@ def config_from_args(args, base: Optional[Config] = None) -> Config:
             if isinstance(value, list) and len(value) == 1 and FIELD_TYPES[key] is not list and list not in get_args(FIELD_TYPES[key]):
                 value = value[0]
             cfg.set(key, value)
+    return cfg
+
+
+# -- validation ---------------------------------------------------------------------
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _show(value) -> str:
+    if isinstance(value, list):
+        return " ".join(_show(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def field_problems(key: str, value: Any) -> list:
+    """What is wrong with ``value`` for field ``key`` by its declared range/length/item type."""
+    meta = FIELDS[key].metadata
+    if value is None:
+        return []
+    rng, length, item = meta.get("range"), meta.get("length"), meta.get("item")
+    if isinstance(value, list):
+        problems = []
+        if length and not length[0] <= len(value) <= length[1]:
+            n = str(length[0]) if length[0] == length[1] else f"{length[0]} to {length[1]}"
+            problems.append(f"takes {n} values, got {len(value)}")
+        for v in dict.fromkeys(value):  # each distinct bad item once
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or (item is int and not float(v).is_integer()):
+                problems.append(f"{v!r} is not {'an integer' if item is int else 'a number'}")
+            elif rng is not None and v not in rng:
+                problems.append(f"{v:g} is outside {rng}")
+        return problems
+    if rng is not None and isinstance(value, (int, float)) and value not in rng:
+        return [f"must be in {rng}"]
+    return []
+
+
+def _cross_field_problems(cfg: "Config") -> list:
+    out = []
+    for key in ("scale", "ratio"):
+        v = getattr(cfg.aug, key)
+        if len(v) == 2 and all(isinstance(x, (int, float)) for x in v) and v[0] > v[1]:
+            out.append(f"{_flag(key)} {_show(v)}: the lower bound comes first")
+    m = cfg.sched.decay_milestones
+    if all(isinstance(x, (int, float)) for x in m) and list(m) != sorted(m):
+        out.append(f"--decay-milestones {_show(m)}: list the epochs in increasing order")
+    if cfg.sched.min_lr > cfg.optim.lr:
+        out.append(f"--min-lr {cfg.sched.min_lr:g} is above --lr {cfg.optim.lr:g}")
+    return out
+
+
+def _model_problems(cfg: "Config") -> list:
+    """Problems only the model and timm can judge: a known variant, an input size it can window
+    (fvt.models.windows does the planning), and an auto-augment policy timm can build."""
+    import torch
+
+    from .models import list_models, model_info
+    from .models.registry import build_model
+
+    name = cfg.model.model
+    if name not in list_models():
+        close = difflib.get_close_matches(name, list_models(), n=1)
+        return [f"--model {name}: unknown model" + (f"; did you mean '{close[0]}'?" if close else "; see `fvt models`")]
+    out = []
+    if cfg.model.img_size is None:  # the variant's own size, recorded so config.yaml says what was trained
+        cfg.model.img_size = list(model_info(name)["input_size"][1:])
+    try:
+        with torch.device("meta"):  # plans the windows exactly as training will, without allocating weights
+            build_model(name, num_classes=2, img_size=list(cfg.model.img_size))
+    except UsageError as e:
+        out.append(f"--img-size {_show(cfg.model.img_size)} for {name}: {e}")
+    aa = cfg.aug.auto_augment
+    if aa and str(aa).lower() not in ("none", "null", "") and not cfg.aug.three_augment:
+        from timm.data import create_transform
+
+        try:
+            create_transform(input_size=(3, 32, 32), is_training=True, auto_augment=str(aa))
+        except Exception as e:  # timm reports bad policies with AssertionError / KeyError / ValueError
+            detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+            out.append(f"--auto-augment {aa}: not a timm policy ({detail}); use e.g. rand-m9-mstd0.5-inc1, "
+                       "augmix-m5, original or none")
+    return out
+
+
+def validate_config(cfg: "Config") -> "Config":
+    """Check every field against its declared range, then the cross-field and model checks.
+
+    Raises one ``UsageError`` naming every bad flag and what would work. Fills the defaults
+    that depend on the model (``img_size``: the variant's own). Call before any work starts."""
+    problems = []
+    for key, section in FIELD_SECTION.items():
+        value = getattr(getattr(cfg, section), key)
+        problems += [f"{_flag(key)} {_show(value)}: {p}" for p in field_problems(key, value)]
+    if not problems:
+        problems += _cross_field_problems(cfg)
+    if not problems:
+        problems += _model_problems(cfg)
+    if problems:
+        raise UsageError("; ".join(problems))
     return cfg

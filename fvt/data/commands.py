@@ -112,6 +112,8 @@ def inspect_folder(data: str, verify: bool = False, output: str = ".") -> int:
         print(f"  {i.path}: {i.reason}")
     if len(bad) > MAX_LISTED:
         print(f"  ... and {len(bad) - MAX_LISTED} more")
+    for path, reason in disc.problems:  # unreadable folders, symlink loops
+        print(f"  folder skipped: {path}: {reason}")
 
     across, within, conflicts = duplicate_groups(usable)
     print(f"exact duplicates: {len(within)} groups within a set, {len(across)} across train/val/test; "

@@ -9,13 +9,15 @@ streams (dropout, drop-path, mixup) stay untouched, and the transform runs on on
 
 Items are ``(image, target, index)``. A file that fails to decode yields ``(None, target,
 index)``: ``collate_drop_failed`` removes it from the batch, the failure is warned once per
-process and appended to ``bad_files.txt``. A batch whose every file failed collates to ``None``
+process and appended to ``bad_files.txt`` once per file (across workers, epochs and evaluations:
+the file is the record), and that first report is printed on stderr by whichever process met it. A batch whose every file failed collates to ``None``
 (the caller skips it).
 """
 
 from __future__ import annotations
 
 import random
+import sys
 import warnings
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple, Union
@@ -105,13 +107,20 @@ class ImageDataset(Dataset):
         if path in self._warned:
             return
         self._warned.add(path)
-        where = f"; recorded in {self.bad_file_log}" if self.bad_file_log else ""
-        warnings.warn(f"skipping {path}: cannot decode ({reason}){where}", RuntimeWarning, stacklevel=2)
+        first = True
         if self.bad_file_log is not None:
             try:
-                append_bad_file(self.bad_file_log, path, f"failed mid-run: {reason}")
+                first = append_bad_file(self.bad_file_log, path, f"failed mid-run: {reason}")
             except OSError:
                 pass
+        if not first:  # another worker, epoch or evaluation reported it already
+            return
+        where = f"; recorded in {self.bad_file_log}" if self.bad_file_log else ""
+        msg = f"skipping {path}: cannot decode ({reason}){where}"
+        if get_worker_info() is None:
+            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        else:  # a worker's warnings may be filtered or lost: write the line itself
+            print(f"fvt: warning: {msg}", file=sys.stderr, flush=True)
 
 
 def collate_drop_failed(batch):

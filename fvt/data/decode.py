@@ -13,11 +13,15 @@ from pathlib import Path
 from typing import Optional, Tuple, Union
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 # The same default as Pillow (about 89.5 MP); above it an image is treated as a decompression
 # bomb and refused, instead of Pillow warning once and then decoding gigabytes.
 MAX_PIXELS = 89_478_485
+# Longest side over shortest side. Every pipeline scales the short side to the model's size, so
+# the work per image grows with this ratio: a 521-byte 150000x1 PNG became a 22-megapixel eval
+# resize (4.5 GB). 100:1 keeps the worst image within ~100x a square one and passes panoramas.
+MAX_ASPECT_RATIO = 100
 BACKGROUND = (255, 255, 255)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -28,6 +32,19 @@ class ImageDecodeError(Exception):
 
 def is_image_name(path: Union[str, Path]) -> bool:
     return str(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def geometry_problem(width: int, height: int) -> Optional[str]:
+    """Why an image of this header size must not be decoded (None when it may): the one bound
+    on the work per image that train, eval and predict share (they all decode through here)."""
+    if width <= 0 or height <= 0:
+        return "image has zero width or height"
+    if width * height > MAX_PIXELS:
+        return f"decompression bomb: {width}x{height} pixels exceeds {MAX_PIXELS}"
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        return (f"extreme aspect ratio: {width}x{height} is over {MAX_ASPECT_RATIO}:1 "
+                f"(resizing its short side to the model's size would take unbounded memory)")
+    return None
 
 
 def to_rgb(im: Image.Image, background: Tuple[int, int, int] = BACKGROUND) -> Image.Image:
@@ -74,8 +91,9 @@ def load_image(path: Union[str, Path], min_size: Optional[int] = None,
             warnings.simplefilter("ignore")  # Pillow's bomb / EXIF warnings: checked below instead
             with Image.open(path) as im:
                 w, h = im.size
-                if w * h > MAX_PIXELS:
-                    raise ImageDecodeError(f"decompression bomb: {w}x{h} pixels exceeds {MAX_PIXELS}")
+                problem = geometry_problem(w, h)
+                if problem:
+                    raise ImageDecodeError(problem)
                 if min_size and im.format in ("JPEG", "MPO") and min(w, h) >= 2 * min_size:
                     im.draft("RGB", (min_size, min_size))
                 im.load()
@@ -86,5 +104,40 @@ def load_image(path: Union[str, Path], min_size: Optional[int] = None,
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
             TypeError, IndexError, KeyError, ZeroDivisionError, MemoryError) as e:
         # Pillow signals corrupt input with many exception types; all mean "unusable file".
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ImageDecodeError(msg) from None
+
+
+def verify_image(path: Union[str, Path]) -> None:
+    """Decode ``path`` completely and strictly, or raise ``ImageDecodeError``.
+
+    Pillow fills a JPEG cut short with grey when the file still ends in an end marker (a forged
+    or re-appended ``FFD9``): libjpeg reports that only as a warning. So a JPEG is also decoded
+    by libjpeg-turbo through simplejpeg with ``strict=True`` (warnings are errors), and every
+    image must decode, with truncated-image loading off, to the size its header announces."""
+    if ImageFile.LOAD_TRUNCATED_IMAGES:  # set by some other library in this process
+        raise ImageDecodeError("cannot verify: PIL.ImageFile.LOAD_TRUNCATED_IMAGES is on in this process")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                size, fmt = im.size, im.format
+                problem = geometry_problem(*size)
+                if problem:
+                    raise ImageDecodeError(problem)
+                im.load()
+                if im.size != size:
+                    raise ImageDecodeError(f"decoded {im.size[0]}x{im.size[1]}, header says {size[0]}x{size[1]}")
+        if fmt in ("JPEG", "MPO"):
+            import simplejpeg
+
+            with open(path, "rb") as f:
+                pixels = simplejpeg.decode_jpeg(f.read(), strict=True)
+            if pixels.shape[:2] != (size[1], size[0]):
+                raise ImageDecodeError(f"decoded {pixels.shape[1]}x{pixels.shape[0]}, header says {size[0]}x{size[1]}")
+    except ImageDecodeError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
+            TypeError, IndexError, KeyError, ZeroDivisionError, MemoryError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ImageDecodeError(msg) from None

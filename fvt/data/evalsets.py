@@ -61,8 +61,11 @@ def image_folder(root: PathLike, transform: Optional[Callable] = None, classes: 
         items = read_csv(root, ignored)
     elif root.is_dir():
         sub = find_split_dir(root, VAL_NAMES) if find_split_dir(root, ("train",)) else None
-        items, _ = list_class_folders(sub or root, ignored)
+        skipped: list = []
+        items, _ = list_class_folders(sub or root, ignored, skipped)
         root = sub or root
+        if skipped:
+            log.warning(f"{len(skipped)} folders were skipped, e.g. {skipped[0][0]}: {skipped[0][1]}")
     else:
         raise DataError(f"data not found: {root} (expected a folder of class folders or a CSV of path,label)")
     items = _usable(items)

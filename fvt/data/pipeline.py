@@ -185,11 +185,15 @@ def build_data(cfg: Any, run_dir: Optional[PathLike] = None, rank: int = 0, worl
     usable = {s: [(p, c) for p, c in items if p not in bad_set] for s, items in disc.splits.items()}
     classes = _check_classes(disc, usable, disc.splits)
     if writer:
-        write_bad_files(run_dir, bad)
+        write_bad_files(run_dir, bad + disc.problems)
+    where = f"; listed in {run_dir / BAD_FILES_NAME}" if writer else ""
     if bad and rank == 0:
-        where = f"; listed in {run_dir / BAD_FILES_NAME}" if writer else ""
         log.warning(f"{len(bad)} of {len(all_files)} files are not usable images and were excluded "
-                    f"({', '.join(f'{n} {r}' for r, n in Counter(r.split(':')[0] for _, r in bad).most_common())}){where}")
+                    f"({_reasons(bad)}){where}")
+    if disc.problems and rank == 0:
+        p, r = disc.problems[0]
+        log.warning(f"{len(disc.problems)} folders were skipped ({_reasons(disc.problems)}), e.g. {p}: {r}{where}")
+    bad = bad + disc.problems
 
     split_file = None
     if "all" in usable:
@@ -240,6 +244,10 @@ def build_data(cfg: Any, run_dir: Optional[PathLike] = None, rank: int = 0, worl
                     f"(e.g. {' = '.join(str(p) for p in across[0][:2])}): validation accuracy is optimistic")
     return DataBundle(train_ds, val_ds, test_ds, classes, preproc, disc.layout, disc.root, counts, bad,
                       across, within, dict(disc.ignored), split_file, infos)
+
+
+def _reasons(bad) -> str:
+    return ", ".join(f"{n} {r}" for r, n in Counter(r.split(":")[0] for _, r in bad).most_common())
 
 
 def duplicate_groups(usable: dict) -> tuple:

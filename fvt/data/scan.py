@@ -2,13 +2,17 @@
 
 The default check is fast: it reads the header (format, size, mode) and, for JPEG/PNG/GIF,
 looks for the format's end marker; only a file without one is fully decoded to decide.
-``verify=True`` fully decodes every file. Bad files are written to ``RUN/bad_files.txt`` as
-``path<TAB>reason`` lines.
+``verify=True`` fully decodes every file, strictly (``decode.verify_image``). Bad files are
+written to ``RUN/bad_files.txt``: tab-separated ``path<TAB>reason`` rows, quoted as CSV does
+(``csv.reader(f, delimiter="\t")`` reads them back) so a name holding a tab, a newline or a
+quote stays one row; each path is listed once (``read_bad_files``).
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import os
 import sys
 import threading
@@ -21,7 +25,12 @@ from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 from PIL import Image, UnidentifiedImageError
 
-from .decode import MAX_PIXELS, ImageDecodeError, load_image
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: rows may repeat, never interleave
+    fcntl = None
+
+from .decode import ImageDecodeError, geometry_problem, load_image, verify_image
 
 BAD_FILES_NAME = "bad_files.txt"
 # End markers: a file cut short (interrupted copy/download) lacks them.
@@ -71,15 +80,13 @@ def check_image(path: Union[str, Path], verify: bool = False) -> FileInfo:
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         return FileInfo(path, False, f"unreadable header: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
                         nbytes=nbytes)
-    if info.width * info.height > MAX_PIXELS:
-        info.ok, info.reason = False, f"decompression bomb: {info.width}x{info.height} pixels exceeds {MAX_PIXELS}"
-        return info
-    if info.width == 0 or info.height == 0:
-        info.ok, info.reason = False, "image has zero width or height"
+    problem = geometry_problem(info.width, info.height)
+    if problem:
+        info.ok, info.reason = False, problem
         return info
     if verify or not _has_trailer(path, info.format, nbytes):
         try:
-            load_image(path)
+            verify_image(path) if verify else load_image(path)
         except ImageDecodeError as e:
             info.ok, info.reason = False, f"cannot decode: {e}"
     return info
@@ -143,24 +150,43 @@ def find_duplicates(paths: Iterable[Path]) -> List[List[Path]]:
     return sorted(groups)
 
 
+def _rows(bad: Sequence[Tuple[Union[str, Path], str]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    writer.writerows((str(p), _one_line(r)) for p, r in bad)
+    return buf.getvalue()
+
+
+def read_bad_files(path: Union[str, Path]) -> List[Tuple[str, str]]:
+    """The ``(path, reason)`` rows of a ``bad_files.txt``."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return [(row[0], row[1] if len(row) > 1 else "") for row in csv.reader(f, delimiter="\t") if row]
+
+
 def write_bad_files(run_dir: Union[str, Path], bad: Sequence[Tuple[Union[str, Path], str]]) -> Optional[Path]:
     """Write (overwrite) ``RUN/bad_files.txt``; nothing is written when there are none."""
     if not bad:
         return None
     out = Path(run_dir) / BAD_FILES_NAME
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(f"{p}\t{_one_line(r)}\n" for p, r in bad), encoding="utf-8")
+    out.write_text(_rows(bad), encoding="utf-8", newline="")
     return out
 
 
-def append_bad_file(log: Union[str, Path], path: Union[str, Path], reason: str) -> None:
-    """Append one line; a single small O_APPEND write, so worker processes do not interleave."""
-    line = f"{path}\t{_one_line(reason)}\n".encode("utf-8")
-    fd = os.open(str(log), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
+def append_bad_file(log: Union[str, Path], path: Union[str, Path], reason: str) -> bool:
+    """Append a row unless ``path`` is listed already; True when it was added (its first report).
+
+    An exclusive lock around read-and-append keeps the list to one row per file across the
+    DataLoader workers of every epoch and evaluation (each a fresh process with its own memory)."""
+    fd = os.open(str(log), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    with open(fd, "r+", encoding="utf-8", newline="") as f:
+        if fcntl is not None:
+            fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+        listed = {row[0] for row in csv.reader(f, delimiter="\t") if row}
+        if str(path) in listed:
+            return False
+        f.write(_rows([(path, reason)]))
+    return True
 
 
 def _one_line(s: str) -> str:

@@ -59,8 +59,12 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, updates_per_e
     """A timm scheduler stepped per optimizer update (``step_update``); returns (scheduler, epochs)."""
     s = cfg.sched
     if s.sched == "none":
+        # timm applies a group's layer-decay ``lr_scale`` when its schedulers set the lr; with no
+        # schedule the constant lr must carry the scale itself.
+        for group in optimizer.param_groups:
+            group["lr"] = group["lr"] * group.get("lr_scale", 1.0)
         return None, s.epochs
-    from timm.scheduler import create_scheduler_v2
+    from timm.scheduler import MultiStepLRScheduler, create_scheduler_v2
 
     # timm's plateau schedule only steps per epoch (on the validation metric); the others per update
     per_epoch = s.sched == "plateau"
@@ -71,6 +75,10 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, updates_per_e
         warmup_lr=s.warmup_lr, warmup_epochs=s.warmup_epochs, step_on_epochs=per_epoch,
         updates_per_epoch=max(1, updates_per_epoch),
         plateau_mode="min" if cfg.train.best_metric == "loss" else "max")
+    if isinstance(sched, MultiStepLRScheduler) and not per_epoch:
+        # timm applies milestone m at update m - 1 (its historical convention); the lr is meant to
+        # drop at the first update of epoch m, i.e. update m * updates_per_epoch.
+        sched.decay_t = [int(t) + 1 for t in sched.decay_t]
     return sched, s.epochs
 
 

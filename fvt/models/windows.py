@@ -112,6 +112,12 @@ def plan_stages(img_size, n: int, conv_stages: int, hat: Sequence[bool], window_
     default_hw = to_hw(default_img_size) if default_img_size is not None else hw
     if pad and window_size is None and default_img_size is None:
         default_hw = hw
+    stride = 4 * 2 ** (n - 1)  # the last stage's stride: below it that stage sees only padding
+    if min(hw) < stride:
+        ok = next(s for s in range(stride, 64 * stride) if _plan((s, s), n, conv_stages, hat, window_size, ct_size,
+                                                                  pad, default_windows, default_hw)[0] is not None)
+        raise UsageError(f"img_size {hw[0]}x{hw[1]} is too small: the model downsamples by {stride}, so each side "
+                         f"needs at least {stride} pixels; the smallest valid size is {ok}")
     plans, why = _plan(hw, n, conv_stages, hat, window_size, ct_size, pad, default_windows, default_hw)
     if plans is not None:
         return plans
