@@ -204,10 +204,13 @@ def _from_hub(src: Source, progress: bool) -> Path:
         huggingface_hub.utils.disable_progress_bars()
     try:
         path = Path(hf_hub_download(src.where, src.filename, cache_dir=cache, endpoint=_endpoint()))
-    except (EntryNotFoundError, RepositoryNotFoundError):
-        raise CheckpointError(f"{src.url} does not exist (404): check the repository and file name") from None
-    except LocalEntryNotFoundError:
+    except LocalEntryNotFoundError:  # (a subclass of EntryNotFoundError: caught first)
         raise _unreachable(src, cache, "no connection to the Hub") from None
+    except EntryNotFoundError:
+        raise CheckpointError(f"{src.url} does not exist (404): check the file name") from None
+    except RepositoryNotFoundError:
+        raise CheckpointError(f"{src.url}: repository {src.where} not found, or private/gated (log in with "
+                              f"`hf auth login` if it is yours)") from None
     except Exception as e:  # httpx / huggingface_hub raise many types for a network or server failure
         first = (str(e).splitlines() or [type(e).__name__])[0][:200]
         if "404" in first or "Not Found" in first:
