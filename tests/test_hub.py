@@ -271,3 +271,22 @@ def test_spec_errors():
         hub.parse_spec("https://x.org/a.pth#md5=1")
     with pytest.raises(CheckpointError, match="weights by name"):
         hub.resolve_weights("no/such/file.pth")
+
+
+def test_models_download_then_cached_column(server, capsys, tmp_path, monkeypatch):
+    """`fvt models --download NAME` pre-fetches; the table then says cached, offline too."""
+    from fvt.cli import main
+
+    monkeypatch.setenv("FVT_CACHE", str(tmp_path / "fvt"))
+    data, _ = official_file(7)
+    server.files[f"/{hub.OFFICIAL_REPO}/resolve/main/fastervit_0_224_1k.pth.tar"] = data
+    assert main(["models", "--download", "faster_vit_0_*"]) == 0  # _224 and _any_res share one file
+    out = capsys.readouterr().out
+    assert len(out.strip().splitlines()) == 1 and str(tmp_path / "hf") in out
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["models", "faster_vit_[01]_224"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:3]}
+    assert rows["faster_vit_0_224"][4:7] == ["1k", "82.1", "yes"]
+    assert rows["faster_vit_1_224"][4:7] == ["1k", "83.2", "no"]
+    assert main(["models", "--download", "faster_vit_nano"]) == 2
+    assert "no official weights" in capsys.readouterr().err
