@@ -41,6 +41,7 @@ class ModelConfig:
     drop_path_rate: Optional[float] = opt(None, "Stochastic depth rate. Default: the variant's official value.")
     drop_rate: float = opt(0.0, "Dropout before the classifier.")
     freeze: str = opt("none", "Freeze weights: none, head (train only the head) or stages:N (freeze the first N stages).")
+    freeze_epochs: int = opt(0, "Fine-tune warm-up: train with --freeze (head when none) for the first N epochs, then the whole network.")
     bn_eval: bool = opt(False, "Keep BatchNorm statistics frozen (eval mode) while training.")
     sync_bn: bool = opt(False, "Convert BatchNorm to SyncBatchNorm under distributed training.")
     grad_checkpointing: bool = opt(False, "Recompute activations in backward to save memory.")

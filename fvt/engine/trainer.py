@@ -27,7 +27,7 @@ from .precision import resolve_amp
 from .rng import get_rng_state, seed_everything, set_rng_state
 from .runlog import RunLogger, format_epoch_line
 from .steps import StepParts, TrainState, train_one_epoch
-from .transfer import apply_freeze, count_params, frozen_batchnorms
+from .transfer import apply_freeze, count_params, format_params, frozen_batchnorms, initial_freeze, set_epoch_freeze
 
 BEST_KEYS = {"top1": "val_top1", "top5": "val_top5", "loss": "val_loss", "ema_top1": "ema_val_top1"}
 
@@ -128,12 +128,14 @@ def _train(cfg: Config, dist: D.DistInfo) -> dict:
 
         report = load_pretrained(model, cfg.model.pretrained, use_ema=not cfg.model.pretrained_raw)
         log(f"pretrained: {report.summary() if hasattr(report, 'summary') else report}")
-    frozen = apply_freeze(model, cfg.model.freeze)
+    frozen = apply_freeze(model, initial_freeze(cfg.model))
+    if cfg.model.pretrained and resume is None:  # the load report, in log.jsonl too
+        logger.event("pretrained", **report.to_dict(), frozen=len(frozen))
     trainable, total = count_params(model)
     if frozen:
         log(f"frozen: {len(frozen)} tensors ({cfg.model.freeze}), e.g. {', '.join(frozen[:3])}")
     log(f"model: {cfg.model.model} at {preproc.input_size[0]}x{preproc.input_size[1]}, "
-        f"{trainable / 1e6:.2f}M of {total / 1e6:.2f}M parameters train")
+        f"{format_params(trainable, total)}")
     if cfg.model.grad_checkpointing and hasattr(model, "set_grad_checkpointing"):
         model.set_grad_checkpointing(True)
     if dist.distributed and cfg.model.sync_bn:
@@ -216,7 +218,8 @@ def _train(cfg: Config, dist: D.DistInfo) -> dict:
         model = torch.compile(model)
     if dist.distributed:
         ids = [dist.device.index] if dist.device.type == "cuda" else None
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids,
+                                                          find_unused_parameters=cfg.model.freeze_epochs > 0)
 
     mean = torch.tensor(preproc.mean, device=dist.device).view(1, -1, 1, 1)
     std = torch.tensor(preproc.std, device=dist.device).view(1, -1, 1, 1)
@@ -264,6 +267,10 @@ def _train(cfg: Config, dist: D.DistInfo) -> dict:
             if cfg.train.max_steps is not None and state.step >= cfg.train.max_steps:
                 stopped_by = "max_steps"
                 break
+            note = set_epoch_freeze(core, cfg.model, state.epoch, keep_eval_bn)  # --freeze-epochs
+            if note:
+                log(note)
+                logger.event("freeze", epoch=state.epoch, trainable=count_params(core)[0])
             sampler.set_epoch(state.epoch)
             sampler.set_start(state.position)
             stats = train_one_epoch(parts, train_loader, state, on_step, log_step, dist.is_main)
