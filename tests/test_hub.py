@@ -290,3 +290,32 @@ def test_models_download_then_cached_column(server, capsys, tmp_path, monkeypatc
     assert rows["faster_vit_1_224"][4:7] == ["1k", "83.2", "no"]
     assert main(["models", "--download", "faster_vit_nano"]) == 2
     assert "no official weights" in capsys.readouterr().err
+
+
+def test_predict_with_weights_by_name_labels_imagenet(server, tmp_path, capsys):
+    """`fvt predict --model NAME --pretrained SPEC photos/`: no checkpoint of one's own, ImageNet names."""
+    import csv
+
+    import numpy as np
+    from PIL import Image
+    from timm.data import ImageNetInfo
+
+    from fvt.cli import main
+
+    data, _ = official_file(8)
+    server.files[f"/{REPO}/resolve/main/{FILE}"] = data
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (80, 90, 3), dtype=np.uint8)).save(photos / f"{i}.jpg")
+    out = tmp_path / "preds.csv"
+    rc = main(["predict", "--model", "faster_vit_nano", "--pretrained", f"hf-hub:{REPO}:{FILE}", str(photos),
+               "--output", str(out), "--device", "cpu", "--topk", "1"])
+    assert rc == 0, capsys.readouterr().err
+    names = {ImageNetInfo().index_to_description(i).split(",")[0].strip() for i in range(1000)}
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 2
+    label_col = next(c for c in rows[0] if "label" in c or "pred" in c)
+    assert all(r[label_col] in names for r in rows)
+    assert main(["predict", "--pretrained", "official", str(photos)]) == 2
+    assert "--model NAME" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from ..errors import UsageError
 
 # -- eval ------------------------------------------------------------------------------
 def add_eval_arguments(p) -> None:
-    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="fvt checkpoint (RUN/best.pt) or safetensors export.")
+    p.add_argument("--checkpoint", "--pretrained", required=True, metavar="CKPT", help="fvt checkpoint (RUN/best.pt) or safetensors export.")
     p.add_argument("--data", metavar="DIR", help="Folder of class folders, a pre-split root (its val folder is used) "
                    "or a CSV of path,label. Default: the run's own validation split.")
     p.add_argument("--output", metavar="DIR", help="Where metrics, figures and report.html go. Default: RUN/eval.")
@@ -39,8 +39,9 @@ def run_eval(args) -> int:
 
 # -- predict ---------------------------------------------------------------------------
 def add_predict_arguments(p) -> None:
-    p.add_argument("--checkpoint", required=True, metavar="CKPT",
-                   help="fvt checkpoint, MODEL.onnx or MODEL.safetensors export, or an official .pth.tar with --model.")
+    p.add_argument("--checkpoint", "--pretrained", required=True, metavar="CKPT",
+                   help="fvt checkpoint, MODEL.onnx or MODEL.safetensors export, or an official .pth.tar with --model; "
+                        "also official (with --model), hf-hub:OWNER/REPO[:FILE] or https://URL.")
     p.add_argument("paths", nargs="+", metavar="PATHS", help="Image files, folders (searched recursively) or globs.")
     p.add_argument("--topk", type=int, default=5, metavar="K", help="Labels to show per image. [default: 5]")
     p.add_argument("--output", metavar="FILE", help="Also write the predictions to FILE.csv or FILE.json.")
@@ -112,7 +113,7 @@ def run_predict(args) -> int:
 def add_export_arguments(p) -> None:
     from .export import FORMATS
 
-    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="fvt checkpoint (or an official .pth.tar with --model).")
+    p.add_argument("--checkpoint", "--pretrained", required=True, metavar="CKPT", help="fvt checkpoint (or an official .pth.tar with --model).")
     p.add_argument("--format", required=True, choices=FORMATS, help="onnx (checked with onnxruntime), safetensors "
                    "(+ JSON sidecar) or torchscript.")
     p.add_argument("--output", metavar="FILE", help="Output file. Default: next to the checkpoint, e.g. best.onnx.")
@@ -124,8 +125,11 @@ def run_export(args) -> int:
     from .export import SUFFIX, TOLERANCE, export
     from .loading import load_any
 
-    ckpt = Path(args.checkpoint)
-    out = Path(args.output) if args.output else ckpt.with_suffix(SUFFIX[args.format])
+    from ..models.hub import is_spec, resolve_weights
+
+    ckpt = resolve_weights(args.checkpoint, args.model) if is_spec(args.checkpoint) else Path(args.checkpoint)
+    out = Path(args.output) if args.output else Path(ckpt.name.split(".")[0]).with_suffix(SUFFIX[args.format]) \
+        if is_spec(args.checkpoint) else ckpt.with_suffix(SUFFIX[args.format])
     if args.format == "onnx" and out.suffix.lower() != ".onnx":
         raise UsageError(f"--output {out}: an ONNX export needs a .onnx file name (fvt predict recognises it by that)")
     if args.format == "safetensors" and out.suffix.lower() != ".safetensors":

@@ -102,7 +102,9 @@ def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log) -> 
     from .loading import load_any
     from .report import write_report
 
-    checkpoint = Path(checkpoint).expanduser()
+    from ..models.hub import is_spec, resolve_weights
+
+    checkpoint = resolve_weights(checkpoint) if is_spec(checkpoint) else Path(checkpoint).expanduser()
     loaded = load_any(checkpoint, ema=ema, device=str(dist.device))
     if loaded.model is None:
         raise UsageError(f"fvt eval needs an fvt checkpoint or a safetensors export, not {checkpoint.name}; "

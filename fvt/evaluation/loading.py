@@ -179,6 +179,10 @@ def _is_torchscript(path: Path) -> bool:
 def load_any(path: Union[str, Path], model_name: Optional[str] = None, ema: bool = False,
              device: str = "auto") -> LoadedModel:
     """Load whatever ``path`` is (see the module docstring)."""
+    from ..models.hub import is_spec, resolve_weights
+
+    if is_spec(path):  # official / hf-hub:OWNER/REPO[:FILE] / https://...: a cached local file
+        path = resolve_weights(path, model_name)
     path = Path(path).expanduser()
     _check_exists(path)
     suffix = path.suffix.lower()

@@ -99,6 +99,9 @@ def is_spec(spec) -> bool:
 def parse_spec(spec: Union[str, Path, bool], model_name: Optional[str] = None) -> Source:
     if spec is True or spec == "official":
         pub = published(model_name)
+        if model_name is None:
+            raise UsageError("'official' names the published weights of a model: also give --model NAME "
+                             "(e.g. --model faster_vit_0_224; see `fvt models`)")
         if pub is None:
             names = ", ".join(PUBLISHED)
             raise UsageError(f"no official weights are published for {model_name or '(no --model given)'}; "
