@@ -181,7 +181,7 @@ def _train(cfg: Config, dist: D.DistInfo) -> dict:
     if cfg.distill.teacher:
         from .distill import build_teacher
 
-        teacher = build_teacher(cfg, len(classes), dist.device, log)
+        teacher = build_teacher(cfg, len(classes), dist.device, log, img_size=preproc.input_size)
 
     state = TrainState()
     if resume is not None:
