@@ -36,7 +36,7 @@ _opt = opt
 class ModelConfig:
     model: str = opt("faster_vit_0_224", "Model name (see `fvt models`).")
     img_size: Optional[list] = opt(None, "Input size: N or H W. Default: the model's own (224).")
-    pretrained: Optional[str] = opt(None, "Weights to start from: official .pth.tar, fvt checkpoint or .safetensors.")
+    pretrained: Optional[str] = opt(None, "Weights to start from: official (the --model's published weights, downloaded once), hf-hub:OWNER/REPO[:FILE], https://URL, or a file (.pth.tar, fvt checkpoint, .safetensors).")
     pretrained_raw: bool = opt(False, "Take the raw weights from --pretrained even when it also holds EMA weights.")
     drop_path_rate: Optional[float] = opt(None, "Stochastic depth rate. Default: the variant's official value.")
     drop_rate: float = opt(0.0, "Dropout before the classifier.")
@@ -144,7 +144,7 @@ class TrainConfig:
 @dataclass
 class DistillConfig:
     teacher: Optional[str] = opt(None, "Teacher: an fvt checkpoint, or a timm model name (with --teacher-weights).")
-    teacher_weights: Optional[str] = opt(None, "Weights for a teacher given by timm model name.")
+    teacher_weights: Optional[str] = opt(None, "Weights for a teacher given by model name: a file, official, hf-hub:OWNER/REPO[:FILE] or https://URL.")
     distill: str = opt("soft", "Distillation type.", choices=("soft", "hard"))
     distill_alpha: float = opt(0.5, "Weight of the distillation loss.")
     distill_tau: float = opt(1.0, "Softmax temperature for soft distillation.")

@@ -96,3 +96,14 @@ def test_negative_freeze_epochs_refused(n):
     m.freeze_epochs = n
     with pytest.raises(UsageError, match="freeze-epochs"):
         initial_freeze(m)
+
+
+def test_size_error_names_an_any_res_variant_only_where_one_exists():
+    """F11: the size error for faster_vit_nano suggested an `_any_res` variant that does not exist."""
+    from fvt.errors import UsageError
+
+    with pytest.raises(UsageError, match="cannot be windowed") as e:
+        create_model("faster_vit_nano", img_size=100, window_size=[7, 7, 7, 7])
+    assert "any_res" not in str(e.value)
+    with pytest.raises(UsageError, match="or use faster_vit_0_any_res, which pads"):
+        create_model("faster_vit_0_224", img_size=100, window_size=[7, 7, 7, 7])
