@@ -210,7 +210,7 @@ def test_no_network_one_line(monkeypatch, tmp_path):
         assert "\n" not in str(e.value)
 
 
-def test_official_spec_via_timm_and_fvt(server):
+def test_official_spec_via_timm_and_fvt(server, monkeypatch):
     """pretrained=True resolves to the official repository's file for the variant (served here)."""
     import timm
 
@@ -222,6 +222,11 @@ def test_official_spec_via_timm_and_fvt(server):
     assert hub.parse_spec("official", "faster_vit_2_any_res").filename == "fastervit_2_224_1k.pth.tar"
     with pytest.raises(UsageError, match="no official weights"):
         create_model("faster_vit_nano", pretrained=True)
+    # pretrained=True end to end: registry -> official repo file -> huggingface_hub -> load (nano stands in)
+    monkeypatch.setitem(hub.PUBLISHED, "faster_vit_nano", hub.Published("fastervit_0_224_1k.pth.tar", 0, 0, "1k"))
+    m = create_model("faster_vit_nano", img_size=64, pretrained=True)
+    assert same_weights(m, ema) and m.load_report.spec == "official"
+    assert (f"GET", f"/{hub.OFFICIAL_REPO}/resolve/main/fastervit_0_224_1k.pth.tar") in server.requests
     # timm: pretrained_cfg_overlay=dict(file=...) and the hub spelling for an fvt-only variant
     p = hub.resolve_weights(f"{server.base}/{hub.OFFICIAL_REPO}/resolve/main/fastervit_0_224_1k.pth.tar")
     m = timm.create_model("faster_vit_nano", pretrained=True, img_size=64, pretrained_cfg_overlay=dict(file=str(p)))
