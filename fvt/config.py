@@ -95,11 +95,12 @@ class ModelConfig:
     model: str = opt("faster_vit_0_224", "Model name (see `fvt models`).")
     img_size: Optional[list] = opt(None, "Input size: N or H W. Default: the variant's own "
                                     "(224 for *_224, 128 for faster_vit_nano ...).", range="[1, 4096]", length=(1, 2), item=int)
-    pretrained: Optional[str] = opt(None, "Weights to start from: official .pth.tar, fvt checkpoint or .safetensors.")
+    pretrained: Optional[str] = opt(None, "Weights to start from: official (the --model's published weights, downloaded once), hf-hub:OWNER/REPO[:FILE], https://URL, or a file (.pth.tar, fvt checkpoint, .safetensors).")
     pretrained_raw: bool = opt(False, "Take the raw weights from --pretrained even when it also holds EMA weights.")
     drop_path_rate: Optional[float] = opt(None, "Stochastic depth rate. Default: the variant's official value.", range="[0, 1)")
     drop_rate: float = opt(0.0, "Dropout before the classifier.", range="[0, 1)")
     freeze: str = opt("none", "Freeze weights: none, head (train only the head) or stages:N (freeze the first N stages).")
+    freeze_epochs: int = opt(0, "Fine-tune warm-up: train with --freeze (head when none) for the first N epochs, then the whole network.")
     bn_eval: bool = opt(False, "Keep BatchNorm statistics frozen (eval mode) while training.")
     sync_bn: bool = opt(False, "Convert BatchNorm to SyncBatchNorm under distributed training.")
     grad_checkpointing: bool = opt(False, "Recompute activations in backward to save memory.")
@@ -204,7 +205,7 @@ class TrainConfig:
 @dataclass
 class DistillConfig:
     teacher: Optional[str] = opt(None, "Teacher: an fvt checkpoint, or a timm model name (with --teacher-weights).")
-    teacher_weights: Optional[str] = opt(None, "Weights for a teacher given by timm model name.")
+    teacher_weights: Optional[str] = opt(None, "Weights for a teacher given by model name: a file, official, hf-hub:OWNER/REPO[:FILE] or https://URL.")
     distill: str = opt("soft", "Distillation type.", choices=("soft", "hard"))
     distill_alpha: float = opt(0.5, "Weight of the distillation loss.", range="[0, 1]")
     distill_tau: float = opt(1.0, "Softmax temperature for soft distillation.", range="(0, inf)")

@@ -54,6 +54,8 @@ class Run:
     lr: float = 0.0
     global_batch: int = 0
     trainable: int = 0
+    frozen_count: int = 0               # tensors frozen at the start (--freeze / --freeze-epochs)
+    load_report: Any = None             # what --pretrained loaded (fvt.models.checkpoint.LoadReport)
     parts: Optional[StepParts] = None
     topk: Optional[TopK] = None
     state: TrainState = field(default_factory=TrainState)

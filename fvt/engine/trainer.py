@@ -37,7 +37,7 @@ from .runstate import (BEST_KEYS, Run, checkpoint_dict, finish_summary, progress
                        selection_weights, weights_finite, what_was_kept)
 from .start import plan_start
 from .steps import StepParts, progress_bar_wanted, train_one_epoch
-from .transfer import apply_freeze, count_params, frozen_batchnorms
+from .transfer import apply_freeze, count_params, format_params, frozen_batchnorms, initial_freeze, set_epoch_freeze
 
 
 def train(cfg: Config, callbacks: Optional[list] = None) -> dict:
@@ -140,14 +140,15 @@ def _setup_model(run: Run) -> None:
     if cfg.model.pretrained and run.resume is None:
         from ..models import load_pretrained
 
-        report = load_pretrained(model, cfg.model.pretrained, use_ema=not cfg.model.pretrained_raw)
-        log(f"pretrained: {report.summary() if hasattr(report, 'summary') else report}")
-    frozen = apply_freeze(model, cfg.model.freeze)
+        run.load_report = load_pretrained(model, cfg.model.pretrained, use_ema=not cfg.model.pretrained_raw)
+        log(f"pretrained: {run.load_report.summary()}")
+    frozen = apply_freeze(model, initial_freeze(cfg.model))
+    run.frozen_count = len(frozen)
     run.trainable, total = count_params(model)
     if frozen:
         log(f"frozen: {len(frozen)} tensors ({cfg.model.freeze}), e.g. {', '.join(frozen[:3])}")
     log(f"model: {cfg.model.model} at {preproc.input_size[0]}x{preproc.input_size[1]}, "
-        f"{run.trainable / 1e6:.2f}M of {total / 1e6:.2f}M parameters train")
+        f"{format_params(run.trainable, total)}")
     if cfg.model.grad_checkpointing and hasattr(model, "set_grad_checkpointing"):
         model.set_grad_checkpointing(True)
     if dist.distributed and cfg.model.sync_bn:
@@ -194,7 +195,8 @@ def _setup_optimization(run: Run) -> None:
     if cfg.distill.teacher:
         from .distill import build_teacher
 
-        run.teacher = build_teacher(cfg, len(data.classes), dist.device, run.log)
+        run.teacher = build_teacher(cfg, len(data.classes), dist.device, run.log,
+                                    img_size=data.preprocessing.input_size)
 
 
 def _build_criterion(cfg: Config, num_classes: int):
@@ -218,7 +220,8 @@ def _wrap_model(run: Run) -> None:
         run.model = torch.compile(run.model)
     if dist.distributed:
         ids = [dist.device.index] if dist.device.type == "cuda" else None
-        run.model = torch.nn.parallel.DistributedDataParallel(run.model, device_ids=ids)
+        run.model = torch.nn.parallel.DistributedDataParallel(
+            run.model, device_ids=ids, find_unused_parameters=cfg.model.freeze_epochs > 0)  # frozen head-only epochs
     preproc = run.data.preprocessing
     mean = torch.tensor(preproc.mean, device=dist.device).view(1, -1, 1, 1)
     std = torch.tensor(preproc.std, device=dist.device).view(1, -1, 1, 1)
@@ -242,6 +245,8 @@ def _epoch_loop(run: Run) -> str:
     run.logger.event("start", world_size=run.dist.world_size, global_batch=run.global_batch, lr=run.lr,
                      epochs=run.epochs, resumed_from=str(run.resume) if run.resume else None,
                      trainable_params=run.trainable, selected_weights=selection_weights(run))
+    if run.load_report is not None:  # what --pretrained loaded, re-initialised and skipped, in log.jsonl too
+        run.logger.event("pretrained", **run.load_report.to_dict(), frozen=run.frozen_count)
     run.loop_start = (time.time(), s.step)
     while s.epoch < run.epochs:
         if cfg.train.max_steps is not None and s.step >= cfg.train.max_steps:
@@ -264,6 +269,10 @@ def _train_epoch(run: Run):
     """One pass over the training data, then the evaluation if due; returns (row, stats, stopped mid-epoch)."""
     cfg, s = run.cfg, run.state
     sampler = run.train_loader.train_sampler
+    note = set_epoch_freeze(run.core, cfg.model, s.epoch, run.keep_eval_bn)  # --freeze-epochs: head first
+    if note:
+        run.log(note)
+        run.logger.event("freeze", epoch=s.epoch, trainable=count_params(run.core)[0])
     sampler.set_epoch(s.epoch)
     sampler.set_start(s.position)
     bar = run.dist.is_main and progress_bar_wanted()

@@ -4,6 +4,11 @@
 the stem and the first N entries of ``model.stages`` (everything registered before stage N).
 BatchNorm layers whose weights are all frozen, and every BatchNorm layer with ``--bn-eval``,
 stay in eval mode during training so their running statistics do not drift.
+
+``--freeze-epochs N`` (the fastai ``fine_tune`` pattern): the first N epochs train with ``--freeze``
+(``head`` when --freeze is none), then the whole network trains. The optimizer is built with every
+parameter (frozen ones get no gradient, so AdamW/SGD leave them and their state alone) and the
+freeze state is a function of the epoch alone, so a resume on either side of the switch is exact.
 """
 
 from __future__ import annotations
@@ -86,3 +91,50 @@ def count_params(model: torch.nn.Module) -> Tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, total
+
+
+def format_params(trainable: int, total: int) -> str:
+    """'2,565 of 30.89M parameters train' style: small counts exactly, large ones in millions."""
+    def one(n: int) -> str:
+        return f"{n:,}" if n < 100_000 else f"{n / 1e6:.2f}M"
+
+    share = f" ({100 * trainable / total:.2g}%)" if 0 < trainable < total else ""
+    return f"{one(trainable)} of {one(total)} parameters train{share}"
+
+
+def initial_freeze(mcfg) -> str:
+    """The --freeze spec to apply before the optimizer is built: none under --freeze-epochs, so every
+    parameter is in the optimizer when the network is unfrozen later."""
+    if getattr(mcfg, "freeze_epochs", 0) < 0:
+        raise UsageError(f"--freeze-epochs {mcfg.freeze_epochs}: use 0 (off) or a number of epochs >= 1")
+    return "none" if getattr(mcfg, "freeze_epochs", 0) > 0 else mcfg.freeze
+
+
+def freeze_for_epoch(mcfg, epoch: int) -> str:
+    """The --freeze spec in force during 0-based ``epoch``."""
+    n = getattr(mcfg, "freeze_epochs", 0)
+    if n <= 0:
+        return mcfg.freeze
+    if epoch < n:
+        return mcfg.freeze if parse_freeze(mcfg.freeze)[0] != "none" else "head"
+    return "none"
+
+
+def set_epoch_freeze(model: torch.nn.Module, mcfg, epoch: int, keep_eval: List[torch.nn.Module]) -> str:
+    """Under --freeze-epochs, set requires_grad (and the BatchNorms kept in eval, in place) for
+    ``epoch``; returns a log line when that changed the model, else ''."""
+    if getattr(mcfg, "freeze_epochs", 0) <= 0:
+        return ""
+    spec = freeze_for_epoch(mcfg, epoch)
+    before = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(True)
+    frozen = apply_freeze(model, spec)
+    keep_eval[:] = frozen_batchnorms(model, mcfg.bn_eval)
+    if before == [p.requires_grad for p in model.parameters()]:
+        return ""
+    trainable, total = count_params(model)
+    if frozen:
+        return (f"epoch {epoch + 1}: --freeze {spec} for the first {mcfg.freeze_epochs} epoch(s) "
+                f"(--freeze-epochs): {format_params(trainable, total)}")
+    return f"epoch {epoch + 1}: unfrozen after {mcfg.freeze_epochs} epoch(s): {format_params(trainable, total)}"

@@ -19,7 +19,7 @@ CHECKPOINT_HELP = ("fvt checkpoint (RUN/best.pt), safetensors export, timm folde
 
 
 def add_checkpoint_arguments(p, what: str = "Use") -> None:
-    p.add_argument("--checkpoint", required=True, metavar="CKPT", help=CHECKPOINT_HELP)
+    p.add_argument("--checkpoint", "--pretrained", required=True, metavar="CKPT", help=CHECKPOINT_HELP)
     p.add_argument("--model", metavar="NAME", help="Model name for an official checkpoint (labelled with ImageNet names).")
     w = p.add_mutually_exclusive_group()
     w.add_argument("--ema", dest="ema", action="store_const", const=True, default=None,
@@ -203,10 +203,13 @@ def add_export_arguments(p) -> None:
     add_runtime_arguments(p)
 
 
-def _default_output(ckpt: Path, fmt: str) -> Path:
+def _default_output(ckpt: Path, fmt: str, downloaded: bool = False) -> Path:
     from .export import SUFFIX
 
-    base = ckpt if ckpt.is_file() else ckpt / "model"
+    if downloaded:  # a file in a download cache: its export goes to the current folder, not beside it
+        base = Path.cwd() / (ckpt.name.split(".")[0] + ".pt")
+    else:
+        base = ckpt if ckpt.is_file() else ckpt / "model"
     return base.with_name(base.stem + "-timm") if fmt == "timm-folder" else base.with_suffix(SUFFIX[fmt])
 
 
@@ -216,8 +219,9 @@ def run_export(args) -> int:
     from .loading import load_any, resolve_checkpoint
 
     check_runtime_arguments(args)
-    ckpt = resolve_checkpoint(args.checkpoint)
-    out = Path(args.output).expanduser() if args.output else _default_output(ckpt, args.format)
+    ckpt = resolve_checkpoint(args.checkpoint, args.model)
+    downloaded = ckpt != Path(args.checkpoint).expanduser()
+    out = Path(args.output).expanduser() if args.output else _default_output(ckpt, args.format, downloaded)
     want = SUFFIX[args.format]
     if want and out.suffix.lower() != want:
         raise UsageError(f"--output {out}: a {args.format} export needs a {want} name (fvt recognises it by that)")

@@ -114,7 +114,7 @@ def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, mod
     from .outputs import check_output
     from .report import write_report
 
-    checkpoint = resolve_checkpoint(checkpoint)
+    checkpoint = resolve_checkpoint(checkpoint, model_name)
     loaded = load_any(checkpoint, model_name=model_name, ema=ema, device=str(dist.device))
     amp_dtype = resolve_amp(amp, dist.device) if loaded.is_torch else None
     if compile and loaded.is_torch:

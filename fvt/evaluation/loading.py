@@ -59,9 +59,14 @@ class LoadedModel:
         return self.model(batch.to(self.device)).float().cpu().numpy()
 
 
-def resolve_checkpoint(spec: Union[str, Path]) -> Path:
+def resolve_checkpoint(spec: Union[str, Path], model_name: Optional[str] = None) -> Path:
     """The one place where a ``--checkpoint`` value becomes a local path (fvt eval, predict,
-    export, Classifier). Remote specs (official names, hf-hub:, https://) resolve here."""
+    export, Classifier). Remote specs (``official`` with ``model_name``, ``hf-hub:OWNER/REPO[:FILE]``,
+    ``https://...``) are downloaded once into the cache and verified (fvt.models.hub)."""
+    from ..models.hub import is_spec, resolve_weights
+
+    if isinstance(spec, str) and is_spec(spec):
+        return resolve_weights(spec, model_name)
     return Path(spec).expanduser()
 
 
@@ -250,7 +255,7 @@ def load_export(path: Path, fmt: str, device: str) -> LoadedModel:
 def load_any(path: Union[str, Path], model_name: Optional[str] = None, ema: Optional[bool] = None,
              device: str = "auto") -> LoadedModel:
     """Load whatever ``path`` is (see the module docstring). ``ema``: None = the run's choice."""
-    path = resolve_checkpoint(path)
+    path = resolve_checkpoint(path, model_name)
     _check_exists(path)
     loaded = _load(path, model_name, ema, device)
     loaded.info.setdefault("source", str(path))

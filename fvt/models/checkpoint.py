@@ -107,9 +107,17 @@ class LoadReport:
     skipped: list = field(default_factory=list)  # (key, reason)
     missing: list = field(default_factory=list)
     rebuilt: list = field(default_factory=list)
+    spec: str = ""  # what the user asked for (official, hf-hub:..., a URL) when it was not a path
+
+    def to_dict(self) -> dict:
+        """Counts and names for log.jsonl (the run logger's ``pretrained`` event)."""
+        return dict(path=self.path, spec=self.spec or self.path, source=self.source, loaded=len(self.loaded),
+                    reinitialised=list(self.reinitialised), rebuilt=len(self.rebuilt),
+                    skipped=[f"{k} ({r})" for k, r in self.skipped], missing=list(self.missing))
 
     def summary(self) -> str:
-        lines = [f"loaded {len(self.loaded)} tensors from {self.path} ({self.source})"]
+        origin = f"{self.spec} = {self.path}" if self.spec and self.spec != self.path else self.path
+        lines = [f"loaded {len(self.loaded)} tensors from {origin} ({self.source})"]
         if self.reinitialised:
             lines.append(f"re-initialised: {', '.join(self.reinitialised)}")
         if self.rebuilt:
@@ -125,17 +133,25 @@ class LoadReport:
         return "\n".join(lines)
 
 
-def load_pretrained(model: nn.Module, path: Union[str, Path], use_ema: bool = True) -> LoadReport:
+def load_pretrained(model: nn.Module, path: Union[str, Path, bool], use_ema: bool = True) -> LoadReport:
     """Load weights from ``path`` into ``model`` (in place) and report what happened.
 
+    ``path`` is a file, or a name resolved by :func:`fvt.models.hub.resolve_weights` (``official``
+    / ``True``: the official weights of the model's variant, ``hf-hub:OWNER/REPO[:FILE]``, a URL).
     Head weights with another class count are re-initialised; resolution-dependent
     buffers are rebuilt; a checkpoint for another architecture raises CheckpointError."""
+    from .hub import is_spec, resolve_weights
+
+    spec = ""
+    if is_spec(path):
+        spec = "official" if path is True else str(path)
+        path = resolve_weights(path, getattr(model, "model_name", None))
     ckpt = safe_load(path)
     try:
         sd, source = extract_state_dict(ckpt, use_ema)
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
-    report = LoadReport(str(path), source)
+    report = LoadReport(str(path), source, spec=spec)
     own = model.state_dict()
     to_load, bad_core = {}, []
     for k, v in own.items():

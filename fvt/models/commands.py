@@ -1,4 +1,4 @@
-"""`fvt models` (variant table) and `fvt bench` (throughput on this machine)."""
+"""`fvt models` (variant table, official weights, pre-fetching) and `fvt bench` (throughput on this machine)."""
 
 from __future__ import annotations
 
@@ -67,21 +67,64 @@ def add_models_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pattern", nargs="?", default="*", help="Shell-style filter on names, e.g. 'faster_vit_0*'.")
     parser.add_argument("--img-size", type=int, nargs="+", default=None, metavar="N",
                         help="Compute GFLOPs at this input size (N or H W) instead of each model's default.")
+    parser.add_argument("--download", nargs="+", metavar="NAME", default=None,
+                        help="Fetch the official weights of these variants (names or patterns) into the cache and "
+                             "exit: run it where there is internet, then share HF_HOME with offline machines.")
+
+
+def _weights_columns(name: str) -> tuple:
+    """(published weights, official top-1, cached locally) for the table."""
+    from .hub import cached, published
+
+    pub = published(name)
+    if pub is None:
+        return "-", "-", "-"
+    top1 = "-" if name.endswith("_any_res") else f"{pub.top1:.1f}"  # measured at the 224/384/... variant's size
+    return pub.pretrain, top1, "yes" if cached("official", name) else "no"
+
+
+def run_download(patterns: list) -> int:
+    from .hub import published, resolve_weights
+    from .registry import list_models
+
+    names = []
+    for pat in patterns:
+        hits = [n for n in list_models() if fnmatch.fnmatch(n, pat)]
+        if not hits:
+            raise UsageError(f"--download {pat}: no model matches; see `fvt models`")
+        with_weights = [n for n in hits if published(n) is not None]
+        if not with_weights:
+            raise UsageError(f"--download {pat}: no official weights are published for {', '.join(hits)}")
+        names += [n for n in with_weights if n not in names]
+    done = set()
+    for n in names:
+        pub = published(n)
+        if pub.file in done:  # the _any_res entry points share their base variant's file
+            continue
+        done.add(pub.file)
+        path = resolve_weights("official", n)
+        print(f"{n}: {pub.file} ({path.stat().st_size / 1e6:.1f} MB) -> {path}")
+    return 0
 
 
 def run_models(args: argparse.Namespace) -> int:
     from .registry import list_models
 
+    if args.download:
+        return run_download(args.download)
     names = [n for n in list_models() if fnmatch.fnmatch(n, args.pattern)]
     if not names:
         raise UsageError(f"no model matches '{args.pattern}'; see `fvt models`")
-    print(f"{'name':<30} {'params (M)':>11} {'GFLOPs':>9} {'input':>9}  windows")
+    print(f"{'name':<30} {'params (M)':>11} {'GFLOPs':>9} {'input':>9}  {'weights':>7} {'top-1':>5} {'cached':>6}  windows")
     for n in names:
         r = model_row(n, args.img_size)
+        weights, top1, here = _weights_columns(n)
         mark = "  (fvt-only, not an official release)" if not r["official"] else ""
         print(f"{n:<30} {r['params'] / 1e6:>11.2f} {r['flops'] / 1e9:>9.2f} "
-              f"{r['input_size'][0]:>4}x{r['input_size'][1]:<4}  {r['windows']}{mark}")
-    print("GFLOPs from torch.utils.flop_counter at batch 1 (a multiply-add counts as 2 FLOPs).")
+              f"{r['input_size'][0]:>4}x{r['input_size'][1]:<4}  {weights:>7} {top1:>5} {here:>6}  {r['windows']}{mark}")
+    print("GFLOPs from torch.utils.flop_counter at batch 1 (a multiply-add counts as 2 FLOPs). weights: official "
+          "ImageNet weights published (1k, or 21k pre-trained then 1k fine-tuned); top-1: their ImageNet-1K accuracy "
+          "from the official README; cached: already on this machine (`fvt models --download NAME` fetches).")
     return 0
 
 

@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from ..errors import UsageError
 from .faster_vit import FasterViT
+from .hub import OFFICIAL_REPO, published
 
 _log = logging.getLogger(__name__)
 
@@ -85,13 +86,40 @@ def _unknown_model(name: str) -> UsageError:
     return UsageError(f"unknown model '{name}'{hint}")
 
 
+def _weights_cfg(name: str) -> dict:
+    """Where a variant's official weights live, in timm's pretrained-cfg keys."""
+    pub = published(name)
+    if pub is None:
+        return {}
+    return dict(hf_hub_id=OFFICIAL_REPO, hf_hub_filename=pub.file, url=pub.url, license="nvidia-source-code",
+                origin_url="https://github.com/NVlabs/FasterViT", paper_ids="arXiv:2306.06189")
+
+
+def _timm_default_cfg(name: str) -> dict:
+    spec = VARIANTS[name]
+    size = spec["arch"]["img_size"]
+    h, w = (size, size) if isinstance(size, int) else size
+    return dict(input_size=(3, h, w), mean=MEAN, std=STD, crop_pct=spec["crop_pct"], crop_mode=spec["crop_mode"],
+                interpolation="bicubic", num_classes=1000, first_conv="patch_embed.conv_down.0", classifier="head",
+                fixed_input_size=True, **_weights_cfg(name))
+
+
 def pretrained_cfg_for(name: str, model: FasterViT) -> dict:
     spec = VARIANTS[name]
     h, w = model.img_size
     return dict(architecture=name, input_size=(3, h, w), mean=MEAN, std=STD, crop_pct=spec["crop_pct"],
                 crop_mode=spec["crop_mode"], interpolation="bicubic", num_classes=model.num_classes,
                 first_conv="patch_embed.conv_down.0", classifier="head", fixed_input_size=True,
-                official=spec.get("official", True))
+                official=spec.get("official", True), **_weights_cfg(name))
+
+
+def _name_any_res(msg: str, name: str) -> str:
+    """The window planner suggests "the _any_res variant": name it, or drop the hint where none exists."""
+    generic = "(or use the _any_res variant, which pads to the window)"
+    alt = name if name.endswith("_any_res") else f"{name[:-4] if name.endswith('_224') else name}_any_res"
+    if alt in VARIANTS and alt != name:
+        return msg.replace(generic, f"(or use {alt}, which pads to the window)")
+    return msg.replace(" " + generic, "")
 
 
 def build_model(name: str, **kwargs) -> FasterViT:
@@ -112,6 +140,8 @@ def build_model(name: str, **kwargs) -> FasterViT:
         model = FasterViT(**arch, default_window_size=defaults, default_img_size=spec["arch"]["img_size"])
     except TypeError as e:
         raise UsageError(f"bad argument for model '{name}': {e}") from None
+    except UsageError as e:
+        raise UsageError(_name_any_res(str(e), name)) from None
     # A plain dict that create_model(name, **model_kwargs) rebuilds the same architecture from.
     kw = {k: v for k, v in user.items()}
     kw["img_size"] = list(model.img_size)
@@ -124,10 +154,12 @@ def build_model(name: str, **kwargs) -> FasterViT:
     return model
 
 
-def create_model(name: str, pretrained: Optional[str] = None, num_classes: int = 1000, img_size=None,
+def create_model(name: str, pretrained=None, num_classes: int = 1000, img_size=None,
                  drop_path_rate: Optional[float] = None, pretrained_raw: bool = False, **kwargs) -> nn.Module:
-    """Build a FasterViT variant; ``pretrained`` is a local checkpoint path (official
-    .pth.tar, fvt checkpoint, plain state dict or .safetensors) loaded with load_pretrained."""
+    """Build a FasterViT variant and load ``pretrained`` with load_pretrained: ``True`` or
+    ``"official"`` (the variant's official weights, downloaded once and cached),
+    ``"hf-hub:OWNER/REPO[:FILE]"``, an ``https://`` URL, or a local file (official .pth.tar, fvt
+    checkpoint, plain state dict or .safetensors)."""
     model = build_model(name, num_classes=num_classes, img_size=img_size, drop_path_rate=drop_path_rate, **kwargs)
     if pretrained:
         from .checkpoint import load_pretrained
@@ -149,6 +181,56 @@ def model_info(name: str) -> dict:
                 official=spec.get("official", True))
 
 
+# timm's register_model reads the pretrained cfgs of a module's entry points from ``default_cfgs``.
+default_cfgs = {name: _timm_default_cfg(name) for name in VARIANTS}
+
+
+def _weights_from_cfg(cfg: dict):
+    """timm's precedence: a local ``file`` first, then the hub file, then the URL."""
+    if cfg.get("file"):  # timm's "local-dir:FOLDER" (e.g. `fvt export --format timm-folder`) names the folder
+        local = cfg.get("source") == "local-dir"
+        return str(Path(cfg["file"]) / "model.safetensors") if local else str(cfg["file"])
+    if cfg.get("hf_hub_id"):
+        return f"hf-hub:{cfg['hf_hub_id']}" + (f":{cfg['hf_hub_filename']}" if cfg.get("hf_hub_filename") else "")
+    return cfg.get("url") or None
+
+
+def _timm_entry(name: str, pretrained=False, pretrained_cfg=None, pretrained_cfg_overlay=None, cache_dir=None,
+                features_only=False, out_indices=None, feature_cls=None, **kw) -> nn.Module:
+    """What ``timm.create_model(name, ...)`` calls: fvt's model, timm's pretrained cfg (with any
+    ``pretrained_cfg_overlay``, e.g. ``dict(file=PATH)``) and timm's feature wrapper."""
+    from timm.models import resolve_pretrained_cfg
+
+    cfg = resolve_pretrained_cfg(name, pretrained_cfg=pretrained_cfg,
+                                 pretrained_cfg_overlay=pretrained_cfg_overlay).to_dict()
+    model = build_model(name, **kw)
+    model.pretrained_cfg.update({k: cfg[k] for k in ("file", "url", "hf_hub_id", "hf_hub_filename") if cfg.get(k)})
+    if pretrained:
+        weights = _weights_from_cfg(cfg)
+        if weights is None:
+            raise UsageError(f"no weights are published for {name} (an fvt-only variant); pass "
+                             f"pretrained_cfg_overlay=dict(file=PATH) or train it with `fvt train`")
+        from .checkpoint import load_pretrained
+
+        model.load_report = load_pretrained(model, weights)
+        _log.info(model.load_report.summary())
+        if cfg.get("source") == "local-dir":  # the folder's labels and preprocessing travel with the model
+            model.pretrained_cfg = model.default_cfg = {**model.pretrained_cfg, **cfg}
+    if features_only:
+        from timm.models import FeatureHookNet
+
+        idx = tuple(out_indices) if out_indices is not None else tuple(range(len(model.levels)))
+        # Hooks, because the stages live in a ModuleList the rewriting wrappers cannot flatten. A stage's
+        # feature map (the channels/stride feature_info lists) is the input of its downsample layer.
+        for i, info in enumerate(model.feature_info):
+            if model.levels[i].downsample is not None:
+                info.update(module=f"levels.{i}.downsample", hook_type="forward_pre")
+        feats = FeatureHookNet(model, out_indices=idx, no_rewrite=True)
+        feats.pretrained_cfg = model.pretrained_cfg
+        return feats
+    return model
+
+
 def _register_timm() -> None:
     try:
         from timm.models import register_model
@@ -160,21 +242,7 @@ def _register_timm() -> None:
     mod = sys.modules[__name__]
     for name in VARIANTS:
         def entry(pretrained=False, _name=name, **kw):
-            cfg = kw.pop("pretrained_cfg", None)
-            kw.pop("pretrained_cfg_overlay", None)
-            kw.pop("cache_dir", None)
-            kw.pop("pretrained_model_args", None)  # timm's copy of config.json model_args (already in kw)
-            # timm "local-dir:FOLDER" (e.g. an `fvt export --format timm-folder`): weights beside config.json
-            local = cfg.get("file") if isinstance(cfg, dict) and cfg.get("source") == "local-dir" else None
-            if pretrained and not local:
-                raise UsageError(f"fvt downloads nothing: use fvt.create_model('{_name}', pretrained=PATH)")
-            model = build_model(_name, **kw)
-            if pretrained:
-                from .checkpoint import load_pretrained
-
-                load_pretrained(model, Path(local) / "model.safetensors")
-                model.pretrained_cfg = model.default_cfg = {**model.pretrained_cfg, **cfg}  # labels, preprocessing
-            return model
+            return _timm_entry(_name, pretrained, **kw)
 
         entry.__name__ = name
         entry.__qualname__ = name
