@@ -47,8 +47,8 @@ def test_report_embeds_every_figure_and_table(tmp_path):
     assert out == run_dir / "report.html"
     html = out.read_text()
     embedded = _embedded_pngs(html)
-    pngs = sorted(eval_dir.glob("*.png")) + [run_dir / "curves.png"]
-    assert len(pngs) == 7
+    pngs = sorted(p for p in eval_dir.glob("*.png") if p.name != "mistakes.png") + [run_dir / "curves.png"]
+    assert len(pngs) == 6  # mistakes.png is replaced by the HTML gallery
     for p in pngs:  # each file's exact bytes are in the page
         assert p.read_bytes() in embedded, p.name
     assert "0.00123" in html and "faster_vit_nano" in html           # config
@@ -56,6 +56,7 @@ def test_report_embeds_every_figure_and_table(tmp_path):
     assert "broken.jpg" in html                                     # bad files
     assert "dog&lt;x&gt;" in html and "dog<x>" not in html          # escaped class names
     assert (eval_dir / "classification_report.txt").read_text().splitlines()[2].split()[0] in html
+    assert html.count("(file unreadable)") == len(re.findall(r"row \d+ of <a", html)) > 0  # gallery of mistakes
     m = json.loads((eval_dir / "metrics.json").read_text())
     assert f"{m['top1']:.2f}%" in html
     assert not re.search(r'(src|href)="(https?:)?//', html)        # nothing fetched: readable offline

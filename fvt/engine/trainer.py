@@ -91,7 +91,7 @@ def _train(cfg: Config, dist: D.DistInfo) -> dict:
     from ..data.loaders import build_eval_loader, build_mixup, build_train_loader
 
     run_dir = Path(cfg.train.output)
-    logger = RunLogger(run_dir, enabled=dist.is_main, tensorboard=True)
+    logger = RunLogger(run_dir, enabled=dist.is_main, trackers=cfg.train.log_to, params=cfg.flat())
     log = logger.print
     if not cfg.data.data:
         raise UsageError("no data given: pass --data DIR (class folders, or train/ and val/) or set data: in --config")
@@ -257,7 +257,8 @@ def _train(cfg: Config, dist: D.DistInfo) -> dict:
         logger.scalars(rec["step"], "train", {k: v for k, v in rec.items() if k != "step"})
 
     logger.event("start", world_size=dist.world_size, global_batch=global_batch, lr=lr, epochs=epochs,
-                 resumed_from=str(resume) if resume else None, trainable_params=trainable)
+                 resumed_from=str(resume) if resume else None, trainable_params=trainable,
+                 device=str(dist.device), precision=str(amp_dtype).replace("torch.", "") if amp_dtype else "float32")
     stopped_by = "epochs"
     try:
         while state.epoch < epochs:
@@ -315,10 +316,10 @@ def _train(cfg: Config, dist: D.DistInfo) -> dict:
         logger.close()
         return {"run_dir": str(run_dir), "stopped_by": "interrupted", "step": state.step}
     logger.event("stop", reason=stopped_by, step=state.step, best=topk.best())
-    logger.close()
     D.barrier()
     if dist.is_main:
         _write_report(run_dir, log)
+    logger.close()  # after the report: trackers upload it
     return {"run_dir": str(run_dir), "stopped_by": stopped_by, "step": state.step, "epoch": state.epoch,
             "best": topk.best(), "metrics": state.last_metrics}
 
