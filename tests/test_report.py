@@ -267,3 +267,20 @@ def test_report_renders_in_headless_chromium_with_every_figure(real_run, tmp_pat
                    capture_output=True, timeout=120)
     with Image.open(shot) as im:  # the page painted something other than a blank sheet
         assert len(np.unique(np.asarray(im.convert("L").resize((60, 100))))) > 20
+
+
+def test_report_and_figures_do_not_import_evaluate():
+    """Issue 13 item 9: evaluate.py imports report.py, so report.py (and the figures it uses)
+    must never import evaluate.py back; the figure list lives in figures.py."""
+    import ast
+
+    import fvt.evaluation.figures as figures_mod
+    import fvt.evaluation.report as report_mod
+    import fvt.evaluation.runinfo as runinfo_mod
+
+    for mod in (report_mod, figures_mod, runinfo_mod):
+        tree = ast.parse(Path(mod.__file__).read_text())
+        names = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert not any(x.endswith("evaluate") for x in names), (mod.__name__, names)
+    assert "reliability.png" in figures_mod.FIGURES

@@ -19,8 +19,6 @@ import os
 from pathlib import Path
 from typing import List, Optional, Union
 
-from .figures import FIGURES, RUN_FIGURES
-from .runinfo import make_run_figures, summary_facts
 
 PathLike = Union[str, Path]
 MAX_TABLE_CLASSES = 40   # larger confusion matrices are shown as a figure only
@@ -160,6 +158,8 @@ def _gallery(eval_dir: Path, out: Path) -> str:
 
 
 def _eval_section(eval_dir: Path, m: dict, out: Path) -> str:
+    from .figures import FIGURES  # matplotlib is imported only when a report is written
+
     parts = ["<h2>Evaluation</h2>"]
     if m:
         src = ", ".join(f"{k}: {m[k]}" for k in ("checkpoint", "weights", "epoch", "data", "num_samples") if k in m)
@@ -185,6 +185,9 @@ def _eval_section(eval_dir: Path, m: dict, out: Path) -> str:
 
 
 def _data_section(run_dir: Path) -> str:
+    from .figures import RUN_FIGURES
+    from .runinfo import make_run_figures
+
     notes = make_run_figures(run_dir)
     parts = [f"<h3>{_esc(title)}</h3>" + _img(run_dir / n, title)
              for n, title in RUN_FIGURES.items() if (run_dir / n).is_file()]
@@ -193,6 +196,8 @@ def _data_section(run_dir: Path) -> str:
 
 
 def _training_section(run_dir: Path) -> str:
+    from .figures import RUN_FIGURES
+
     parts = ["<h2>Training</h2>"]
     if (run_dir / "curves.png").is_file():
         parts.append(_img(run_dir / "curves.png", "Training curves: loss, accuracy, learning rate"))
@@ -224,6 +229,8 @@ def _links(run_dir: Path, eval_dir: Optional[Path], out: Path) -> str:
 
 
 def _header(run_dir: Path, eval_dir: Optional[Path], m: dict, out: Path) -> str:
+    from .runinfo import summary_facts
+
     facts = summary_facts(run_dir, m)
     rows = "".join(f"<tr><td>{_esc(k)}</td><td>{_esc(v)}</td></tr>" for k, v in facts)
     return (f"<table class='facts'>{rows}</table>" if rows else "") + _links(run_dir, eval_dir, out)
