@@ -85,10 +85,15 @@ def test_tensorboard_gets_scalars_hparams_and_figures(tmp_path):
 def test_mlflow_sqlite_store_reads_back(tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
 
-    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    db = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    (tmp_path / "store").mkdir()
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", db)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "fvt-test")
     _fake_run(tmp_path / "run-a", "mlflow")
+    assert list((tmp_path / "cwd").iterdir()) == []  # artifacts beside the store, not in the current folder
+    assert (tmp_path / "store" / "mlartifacts").is_dir()
     mlflow.set_tracking_uri(db)
     runs = mlflow.search_runs(experiment_names=["fvt-test"], output_format="list")
     assert len(runs) == 1
@@ -193,6 +198,7 @@ def test_train_cli_logs_to_three_trackers(tmp_path, monkeypatch):
                  "WANDB_CACHE_DIR": str(tmp_path / "cache"), "WANDB_DATA_DIR": str(tmp_path / "wdata")}.items():
         monkeypatch.setenv(k, v)
     data = make_folder(tmp_path / "data", classes=2, per_class=6)
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"
     assert main(["train", "--data", str(data), "--output", str(out), *TINY, "--epochs", "1", "--batch-size", "4",
                  "--amp", "none", "--log-to", "tensorboard,mlflow,wandb"]) == 0

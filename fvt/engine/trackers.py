@@ -7,8 +7,9 @@ artifacts (TensorBoard has no artifact store: it gets hparams and the figures as
 
 Nothing leaves the machine unless the user configured it:
 * MLflow: ``MLFLOW_TRACKING_URI`` when set (a server, ``sqlite:///...``, databricks); otherwise a
-  local SQLite store next to the run folder (``<output parent>/mlflow.db``, artifacts in
-  ``<output parent>/mlartifacts``). Experiment: ``MLFLOW_EXPERIMENT_NAME`` or ``fvt``.
+  local SQLite store next to the run folder (``<output parent>/mlflow.db``). A new experiment in a
+  SQLite store keeps its artifacts in ``mlartifacts`` beside the database (MLflow's own default
+  would be ``./mlruns`` in whatever folder fvt runs in). Experiment: ``MLFLOW_EXPERIMENT_NAME`` or ``fvt``.
 * W&B: ``WANDB_MODE`` when set; otherwise online only when an API key is configured
   (``WANDB_API_KEY`` or ``wandb login``), else offline into ``RUN/wandb`` (``wandb sync`` later).
   Project: ``WANDB_PROJECT`` or ``fvt``.
@@ -123,8 +124,9 @@ class MlflowTracker(Tracker):
         exp = self.client.get_experiment_by_name(exp_name)
         if exp is not None:
             exp_id = exp.experiment_id
-        else:  # a local store keeps artifacts beside it, not in the current folder
-            where = None if uri else (home / "mlartifacts").as_uri()
+        else:  # a local store keeps artifacts beside it, not in the current folder; a server decides itself
+            db = self.uri[len("sqlite:///"):] if self.uri.startswith("sqlite:///") else None
+            where = (Path(db).resolve().parent / "mlartifacts").as_uri() if db else None
             exp_id = self.client.create_experiment(exp_name, artifact_location=where)
         self.run_id = self.client.create_run(exp_id, run_name=run_dir.resolve().name,
                                              tags={"fvt.run_dir": str(run_dir.resolve())}).info.run_id
