@@ -108,6 +108,14 @@ def test_mlflow_sqlite_store_reads_back(tmp_path, monkeypatch):
     assert {"report.html", "metrics.csv", "config.yaml", "curves.png"} <= names
     local = client.download_artifacts(r.info.run_id, "report.html", str(tmp_path / "dl"))
     assert "fvt report" in Path(local).read_text()
+    # a run that dies without close() is closed at exit, not left RUNNING
+    (tmp_path / "run-b").mkdir()
+    crashed = RunLogger(tmp_path / "run-b", trackers="mlflow", params=PARAMS)
+    crashed.epoch(ROWS[0])
+    crashed._at_exit()  # what atexit runs
+    (b,) = mlflow.search_runs(experiment_names=["fvt-test"], filter_string="attributes.run_name = 'run-b'",
+                              output_format="list")
+    assert b.info.status == "KILLED" and b.data.metrics["val_top1"] == 40.0
 
 
 def test_mlflow_default_store_stays_beside_the_run(tmp_path, monkeypatch):

@@ -47,6 +47,10 @@ class RunLogger:
         self.opened = True
         self.dir.mkdir(parents=True, exist_ok=True)
         self.trackers = open_trackers(self.names, self.dir, self.print)
+        if any(t.name != "tensorboard" for t in self.trackers):
+            import atexit
+
+            atexit.register(self._at_exit)  # a run that dies without close() is not left "running"
         self.tb = next((t.writer for t in self.trackers if t.name == "tensorboard"), None)
         params = self.params
         if params is None and (self.dir / "config.yaml").is_file():
@@ -123,14 +127,20 @@ class RunLogger:
             final["best"] = self.stop["best"]
         return final
 
+    def _at_exit(self) -> None:
+        if self.trackers:
+            self.stop.setdefault("reason", "crashed")
+            self.close()
+
     def close(self) -> None:
         """Finish every tracker: final metrics, and report.html, tables and figures as artifacts.
 
-        Call it after report.html is written so that the report travels with the run."""
+        Call it after report.html is written so that the report travels with the run. A run
+        without a normal stop event (interrupted, diverged, crashed) is marked failed/killed."""
         if not self.trackers:
             return
         files, images = artifact_files(self.dir)
-        ok = self.stop.get("reason") not in ("interrupted", "diverged")
+        ok = self.stop.get("reason") not in (None, "interrupted", "diverged", "crashed")
         self._each("finish", self.final_metrics(), files, images, ok)
         for line in where_lines(self.trackers):
             self.print(line)

@@ -112,7 +112,7 @@ def _thumb(path: str) -> Optional[str]:
     from ..data import load_image
 
     try:
-        im = load_image(path)
+        im = load_image(path, min_size=THUMB)
     except Exception:
         return None
     im.thumbnail((THUMB, THUMB))
