@@ -111,7 +111,7 @@ def summary_facts(run_dir: Path, eval_metrics: dict) -> List[Tuple[str, str]]:
     if classes:
         shown = ", ".join(classes[:12]) + (f", ... ({len(classes)} in all)" if len(classes) > 12 else "")
         facts.append(("classes", f"{len(classes)}: {shown}"))
-    size = cfg.get("img_size")
+    size = cfg.get("img_size") or _checkpoint_size(run_dir)
     if size:
         size = size if isinstance(size, list) else [size]
         facts.append(("image size", "x".join(str(s) for s in (size * 2 if len(size) == 1 else size))))
@@ -128,6 +128,19 @@ def summary_facts(run_dir: Path, eval_metrics: dict) -> List[Tuple[str, str]]:
         procs = f"{s.get('world_size', 1)} process(es), global batch {s.get('global_batch', '?')}"
         facts.append(("device / precision", f"{dev + '; ' if dev else ''}{procs}"))
     return facts
+
+
+def _checkpoint_size(run_dir: Path) -> Optional[list]:
+    """The input size a checkpoint of the run records (when the config left it to the model)."""
+    for name in ("best.pt", "last.pt"):
+        if (run_dir / name).is_file():
+            try:
+                from ..models.checkpoint import safe_load
+
+                return list(safe_load(run_dir / name).get("preprocessing", {}).get("input_size") or []) or None
+            except Exception:  # an unreadable checkpoint only costs the header this line
+                return None
+    return None
 
 
 def _split_classes(run_dir: Path) -> Optional[List[str]]:
