@@ -224,7 +224,8 @@ def where_lines(trackers: Sequence[Tracker]) -> List[str]:
         if isinstance(t, MlflowTracker):
             lines.append(f"mlflow: run {t.run_id} in {t.uri}")
         elif isinstance(t, WandbTracker):
-            where = f"offline in {t.run.dir} (upload with: wandb sync {Path(t.run.dir).parent})" if t.offline \
+            run_folder = Path(t.run.dir).parent  # RUN/wandb/offline-run-*/files -> the offline run
+            where = f"offline run {run_folder} (upload it with: wandb sync {run_folder})" if t.offline \
                 else getattr(t.run, "url", None) or "W&B"
             lines.append(f"wandb: {where}")
     return lines
