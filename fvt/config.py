@@ -199,6 +199,7 @@ class TrainConfig:
     best_metric: str = opt("top1", "Metric that selects best.pt.", choices=("top1", "top5", "loss", "ema_top1"))
     early_stop: int = opt(0, "Stop after N evaluations without improvement (0: off).", range="[0, inf)")
     log_every: int = opt(20, "Log to log.jsonl / TensorBoard every N steps.", range="[0, inf)")
+    log_to: str = opt("tensorboard", "Trackers, comma-separated: tensorboard, mlflow, wandb, or none (MLflow: MLFLOW_TRACKING_URI, default a local sqlite store beside the run; W&B: offline unless logged in or WANDB_MODE says otherwise).")
     max_steps: Optional[int] = opt(None, "Stop after this many optimizer steps (smoke tests).", range="[1, inf)")
 
 

@@ -1,7 +1,10 @@
-"""Run outputs for humans and tools: log.jsonl, metrics.csv, TensorBoard events, curves.png.
+"""Run outputs for humans and tools: log.jsonl, metrics.csv, curves.png and the trackers of ``--log-to``
+(TensorBoard, MLflow, W&B; see ``trackers``).
 
-Only rank 0 constructs a real logger; other ranks get ``enabled=False`` and every call is a no-op.
-Each file is appended to, so a resumed run continues the same files.
+Only rank 0 constructs a real logger; other ranks get ``enabled=False`` and every call is a no-op
+(the tracker names are still checked on every rank, so all ranks fail alike on a bad one).
+Nothing is created before the first record: a run that fails while starting leaves no tracker run
+and no folder behind. Each file is appended to, so a resumed run continues the same files.
 """
 
 from __future__ import annotations
@@ -11,29 +14,61 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Optional, Sequence, Union
 
+from .trackers import artifact_files, open_trackers, parse_log_to, where_lines
 
 
 class RunLogger:
-    def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = True):
+    def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = True,
+                 trackers: Union[None, str, Sequence[str]] = None, params: Optional[dict] = None):
+        """``trackers``: the ``--log-to`` value (default: TensorBoard when ``tensorboard``);
+        ``params``: the effective config sent to every tracker (default: RUN/config.yaml)."""
         self.dir, self.enabled = Path(run_dir), enabled
+        self.names = parse_log_to(trackers) if trackers is not None else (["tensorboard"] if tensorboard else [])
+        self.params = params
+        self.trackers: list = []
         self.tb = None
+        self.opened = False
+        self.stop: dict = {}
         self.epochs: list = []
         if not enabled:
             return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(log_dir=str(self.dir))
-            except Exception as e:  # TensorBoard is optional for a run
-                self.print(f"warning: TensorBoard logging disabled ({str(e).splitlines()[0]})")
         # a resumed run keeps its earlier epochs in the curves
         csv_path = self.dir / "metrics.csv"
         if csv_path.exists():
             with csv_path.open() as f:
                 self.epochs = [{k: _num(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+    def _open(self) -> None:
+        """Create the folder and start the trackers, on the first record."""
+        if self.opened or not self.enabled:
+            return
+        self.opened = True
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.trackers = open_trackers(self.names, self.dir, self.print)
+        if any(t.name != "tensorboard" for t in self.trackers):
+            import atexit
+
+            atexit.register(self._at_exit)  # a run that dies without close() is not left "running"
+        self.tb = next((t.writer for t in self.trackers if t.name == "tensorboard"), None)
+        params = self.params
+        if params is None and (self.dir / "config.yaml").is_file():
+            import yaml
+
+            raw = yaml.safe_load((self.dir / "config.yaml").read_text()) or {}
+            params = {k: v for sec in raw.values() if isinstance(sec, dict) for k, v in sec.items()}
+        self._each("start", dict(params or {}))
+
+    def _each(self, method: str, *args, skip=()) -> None:
+        for t in list(self.trackers):
+            if t.name in skip:
+                continue
+            try:
+                getattr(t, method)(*args)
+            except Exception as e:  # a tracker failure must not cost the training run
+                self.print(f"warning: --log-to {t.name} stopped ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+                self.trackers.remove(t)
 
     def print(self, msg: str) -> None:
         if self.enabled:
@@ -48,11 +83,16 @@ class RunLogger:
         """One JSON object per line in log.jsonl (kind: start, step, epoch, stop, ...)."""
         if not self.enabled:
             return
+        self._open()
+        if kind == "stop":
+            self.stop = data
         rec = {"time": round(time.time(), 3), "kind": kind, **data}
         with (self.dir / "log.jsonl").open("a") as f:
             f.write(json.dumps(rec, default=_jsonable) + "\n")
 
     def scalars(self, step: int, prefix: str, values: dict) -> None:
+        """TensorBoard scalars (per step and per epoch); the other trackers get epoch rows only."""
+        self._open()
         if self.tb is None:
             return
         for k, v in values.items():
@@ -63,6 +103,7 @@ class RunLogger:
         """Append a row to metrics.csv (keeps the earlier rows of a resumed run) and redraw curves.png."""
         if not self.enabled:
             return
+        self._open()
         self.epochs = [r for r in self.epochs if int(r.get("epoch", -1)) < int(row["epoch"])] + [row]
         keys = []
         for r in self.epochs:
@@ -74,14 +115,36 @@ class RunLogger:
                 w.writerow(r)
         self.event("epoch", **row)
         self.scalars(int(row["epoch"]), "epoch", row)
+        self._each("log_metrics", row, int(row["epoch"]), skip=("tensorboard",))
         if self.tb is not None:
             self.tb.flush()
         plot_curves(self.epochs, self.dir / "curves.png")
 
+    def final_metrics(self) -> dict:
+        """The last epoch's row plus the best value of the selection metric (from the stop event)."""
+        final = dict(self.epochs[-1]) if self.epochs else {}
+        if isinstance(self.stop.get("best"), (int, float)):
+            final["best"] = self.stop["best"]
+        return final
+
+    def _at_exit(self) -> None:
+        if self.trackers:
+            self.stop.setdefault("reason", "crashed")
+            self.close()
+
     def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-            self.tb = None
+        """Finish every tracker: final metrics, and report.html, tables and figures as artifacts.
+
+        Call it after report.html is written so that the report travels with the run. A run
+        without a normal stop event (interrupted, diverged, crashed) is marked failed/killed."""
+        if not self.trackers:
+            return
+        files, images = artifact_files(self.dir)
+        ok = self.stop.get("reason") not in (None, "interrupted", "diverged", "crashed")
+        self._each("finish", self.final_metrics(), files, images, ok)
+        for line in where_lines(self.trackers):
+            self.print(line)
+        self.trackers, self.tb = [], None
 
 
 def plot_curves(rows: list, path: Path) -> None:

@@ -232,7 +232,8 @@ def _wrap_model(run: Run) -> None:
 
 def _open_logs(run: Run) -> None:
     """The set-up worked: config.yaml, log.jsonl, TensorBoard (rank 0)."""
-    run.logger = RunLogger(run.run_dir, enabled=run.dist.is_main, tensorboard=True)
+    run.logger = RunLogger(run.run_dir, enabled=run.dist.is_main, trackers=run.cfg.train.log_to,
+                           params=run.cfg.flat())
     if run.dist.is_main:
         run.cfg.save(run.run_dir / "config.yaml")
     D.barrier()
@@ -244,7 +245,9 @@ def _epoch_loop(run: Run) -> str:
     cfg, s = run.cfg, run.state
     run.logger.event("start", world_size=run.dist.world_size, global_batch=run.global_batch, lr=run.lr,
                      epochs=run.epochs, resumed_from=str(run.resume) if run.resume else None,
-                     trainable_params=run.trainable, selected_weights=selection_weights(run))
+                     trainable_params=run.trainable, selected_weights=selection_weights(run),
+                     device=str(run.dist.device),
+                     precision=str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "float32")
     if run.load_report is not None:  # what --pretrained loaded, re-initialised and skipped, in log.jsonl too
         run.logger.event("pretrained", **run.load_report.to_dict(), frozen=run.frozen_count)
     run.loop_start = (time.time(), s.step)
@@ -365,11 +368,11 @@ def _interrupted(run: Run) -> dict:
 def _finish(run: Run, stopped_by: str) -> dict:
     s = run.state
     run.logger.event("stop", reason=stopped_by, step=s.step, best=run.topk.best())
-    run.logger.close()
     D.barrier()
     report = None
     if run.dist.is_main:
         report = _write_report(run.run_dir, run.log)
+    run.logger.close()  # after the report: trackers upload it as an artifact
     summary = finish_summary(run, stopped_by, report)
     for line in summary.pop("lines"):
         run.log(line)

@@ -16,16 +16,9 @@ import torch
 
 from ..errors import CheckpointError, UsageError
 from . import figures
+from .figures import FIGURES  # noqa: F401  (re-exported: the list of eval figures)
 from .metrics import compute_metrics, json_metrics, most_confident_mistakes, softmax
 
-FIGURES = {  # file name -> title in report.html (the report shows them in this order)
-    "confusion_matrix.png": "Confusion matrix (counts)",
-    "confusion_matrix_normalized.png": "Confusion matrix (row-normalised)",
-    "roc_curves.png": "ROC curves (one-vs-rest)",
-    "pr_curves.png": "Precision-recall curves",
-    "reliability.png": "Calibration: reliability diagram",
-    "mistakes.png": "Most confident mistakes",
-}
 MAX_MISTAKES = 16
 
 

@@ -1,9 +1,11 @@
 """``report.html``: one self-contained page per run, readable offline.
 
-Figures are embedded as base64 PNGs, tables and texts are inlined; nothing is fetched. The
-page shows the run's config (RUN/config.yaml), its training curves (RUN/curves.png,
-RUN/metrics.csv) and, when there is one, the latest evaluation (metrics, classification
-report, confusion matrix and every eval figure)."""
+Figures are embedded as base64 images, tables and texts are inlined; nothing is fetched. The
+page shows a summary header (model, data, classes, image size, best epoch, wall time, device
+and precision), links to the run's files, the latest evaluation when there is one (metrics,
+per-class table with the weakest classes marked, confusion matrix, every eval figure and a
+gallery of the most confident mistakes with their files and predictions.csv rows), the data
+(class distribution, augmented training samples), the training curves and the config."""
 
 from __future__ import annotations
 
@@ -11,13 +13,21 @@ import base64
 import csv
 import datetime
 import html
+import io
 import json
+import os
 from pathlib import Path
 from typing import List, Optional, Union
+
 
 PathLike = Union[str, Path]
 MAX_TABLE_CLASSES = 40   # larger confusion matrices are shown as a figure only
 MAX_BAD_FILES = 50
+MAX_GALLERY = 24         # most confident mistakes shown as thumbnails
+MAX_CLASS_ROWS = 200     # per-class table rows (weakest first)
+THUMB = 160
+LINKED = ["best.pt", "last.pt", "config.yaml", "metrics.csv", "log.jsonl", "split.json", "bad_files.txt",
+          "curves.png", "eval/metrics.json", "eval/predictions.csv", "eval/classification_report.txt"]
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -28,6 +38,9 @@ pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.85em}
 figure{display:inline-block;margin:.5em;vertical-align:top}figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.9em;color:#555;text-align:center}.kpi{display:inline-block;margin:.3em 1.2em .3em 0}
 .kpi b{font-size:1.4em;display:block}.muted{color:#777}
+table.facts td{text-align:left}table.facts td:first-child{font-weight:600;background:#f7f7f7}
+tr.weak td{background:#fde2e2}.gallery figure{width:180px}.gallery figcaption{text-align:left;word-break:break-all}
+.links a{margin-right:1em;white-space:nowrap}
 """
 
 
@@ -73,11 +86,81 @@ KPIS = [("top1", "top-1 accuracy", "%"), ("top5", "top-5 accuracy", "%"), ("bala
         ("average_precision_macro", "AP (macro)", ""), ("ece", "ECE", "")]
 
 
-def _eval_section(eval_dir: Path) -> str:
-    from .evaluate import FIGURES
+def _per_class_table(m: dict) -> str:
+    """Per-class precision / recall / F1 / support / AUC / AP, weakest F1 first, the weakest marked."""
+    per, classes = m.get("per_class") or {}, m.get("classes") or []
+    auc, ap = m.get("roc_auc_per_class") or {}, m.get("average_precision_per_class") or {}
+    rows = [(c, per[c]) for c in classes if isinstance(per.get(c), dict)]
+    if not rows:
+        return ""
+    rows.sort(key=lambda r: (r[1].get("f1-score", 0), r[0]))
+    n_weak = min(3, max(1, len(rows) // 5)) if len(rows) > 1 else 0
+    head = "".join(f"<th>{h}</th>" for h in ("class", "precision", "recall", "F1", "support", "ROC AUC", "AP"))
+    body = []
+    for i, (c, r) in enumerate(rows[:MAX_CLASS_ROWS]):
+        cells = [r.get("precision"), r.get("recall"), r.get("f1-score"), int(r.get("support", 0)), auc.get(c), ap.get(c)]
+        tds = "".join(f"<td>{'&ndash;' if v is None else _fmt(v)}</td>" for v in cells)
+        body.append(f"<tr{' class=weak' if i < n_weak else ''}><td>{_esc(c)}</td>{tds}</tr>")
+    more = f"<p class='muted'>{len(rows) - MAX_CLASS_ROWS} stronger classes not listed.</p>" \
+        if len(rows) > MAX_CLASS_ROWS else ""
+    note = (f"<p class='muted'>Sorted by F1, weakest first; the {n_weak} weakest highlighted.</p>" if n_weak else "")
+    return f"<h3>Per-class metrics</h3>{note}<table><tr>{head}</tr>{''.join(body)}</table>{more}"
+
+
+def _thumb(path: str) -> Optional[str]:
+    """A small JPEG of the image as a data URI, or None when it cannot be read any more."""
+    from ..data import load_image
+
+    try:
+        im = load_image(path, min_size=THUMB)
+    except Exception:
+        return None
+    im.thumbnail((THUMB, THUMB))
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _file_link(path: str, text: str) -> str:
+    p = Path(path)
+    return f'<a href="{_esc(p.as_uri())}">{_esc(text)}</a>' if p.is_absolute() else _esc(text)
+
+
+def _gallery(eval_dir: Path, out: Path) -> str:
+    """The most confident mistakes from predictions.csv: thumbnail, file, true / predicted, and
+    the row of predictions.csv (1 = first data row) that holds all class probabilities."""
+    pred_csv = eval_dir / "predictions.csv"
+    if not pred_csv.is_file():
+        return ""
+    with open(pred_csv, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, [])
+        wrong = []
+        for n, r in enumerate(reader, start=1):
+            if len(r) == len(header) and r[1] != r[2] and r[2] in header[3:]:
+                try:
+                    wrong.append((float(r[3 + header[3:].index(r[2])]), n, r[0], r[1], r[2]))
+                except ValueError:
+                    continue
+    link = f'<a href="{_esc(_rel(pred_csv, out))}">predictions.csv</a>'
+    if not wrong:
+        return f"<h3>Most confident mistakes</h3><p>No mistakes in {link}.</p>"
+    wrong.sort(key=lambda w: (-w[0], w[1]))
+    cards = []
+    for prob, n, path, true, pred in wrong[:MAX_GALLERY]:
+        src = _thumb(path)
+        pic = f'<img alt="{_esc(Path(path).name)}" src="{src}">' if src else "<p class='muted'>(file unreadable)</p>"
+        cards.append(f"<figure>{pic}<figcaption>{_file_link(path, Path(path).name)}<br>true: <b>{_esc(true)}</b>"
+                     f"<br>predicted: <b>{_esc(pred)}</b> ({prob:.2f})<br>row {n} of {link}</figcaption></figure>")
+    return (f"<h3>Most confident mistakes ({min(len(wrong), MAX_GALLERY)} of {len(wrong)})</h3>"
+            f"<p class='muted'>Click a file name to open it; the row number points into {link}.</p>"
+            f"<div class='gallery'>{''.join(cards)}</div>")
+
+
+def _eval_section(eval_dir: Path, m: dict, out: Path) -> str:
+    from .figures import FIGURES  # matplotlib is imported only when a report is written
 
     parts = ["<h2>Evaluation</h2>"]
-    m = json.loads((eval_dir / "metrics.json").read_text()) if (eval_dir / "metrics.json").is_file() else {}
     if m:
         src = ", ".join(f"{k}: {m[k]}" for k in ("checkpoint", "weights", "epoch", "data", "num_samples") if k in m)
         parts.append(f"<p class='muted'>{_esc(src)}</p>")
@@ -85,27 +168,42 @@ def _eval_section(eval_dir: Path) -> str:
                      f"<span class='kpi'><b>{m[k]:.4f}</b>{_esc(label)}</span>"
                      for k, label, unit in KPIS if isinstance(m.get(k), (int, float)))
         parts.append(f"<div>{kp}</div>")
+        parts.append(_per_class_table(m))
     rep = eval_dir / "classification_report.txt"
     if rep.is_file():
-        parts.append(f"<h3>Classification report</h3><pre>{_esc(rep.read_text())}</pre>")
+        parts.append(f"<details><summary>scikit-learn classification report</summary><pre>{_esc(rep.read_text())}</pre></details>")
     classes, cm = m.get("classes"), m.get("confusion_matrix")
     if classes and cm and len(classes) <= MAX_TABLE_CLASSES:
         rows = [[f"true: {c}", *r] for c, r in zip(classes, cm)]
         parts.append("<h3>Confusion matrix (rows: true, columns: predicted)</h3>" + _table(["", *classes], rows))
-    pngs = [eval_dir / n for n in FIGURES if (eval_dir / n).is_file()]
+    pngs = [eval_dir / n for n in FIGURES if (eval_dir / n).is_file() and n != "mistakes.png"]
     pngs += sorted(p for p in eval_dir.glob("*.png") if p.name not in FIGURES)
     for p in pngs:
         parts.append(f"<h3>{_esc(FIGURES.get(p.name, p.stem))}</h3>" + _img(p, FIGURES.get(p.name, p.stem)))
+    parts.append(_gallery(eval_dir, out))
     return "\n".join(parts)
 
 
+def _data_section(run_dir: Path) -> str:
+    from .figures import RUN_FIGURES
+    from .runinfo import make_run_figures
+
+    notes = make_run_figures(run_dir)
+    parts = [f"<h3>{_esc(title)}</h3>" + _img(run_dir / n, title)
+             for n, title in RUN_FIGURES.items() if (run_dir / n).is_file()]
+    parts += [f"<p class='muted'>{_esc(n)}</p>" for n in notes]
+    return "<h2>Data</h2>" + "\n".join(parts) if parts else ""
+
+
 def _training_section(run_dir: Path) -> str:
+    from .figures import RUN_FIGURES
+
     parts = ["<h2>Training</h2>"]
     if (run_dir / "curves.png").is_file():
         parts.append(_img(run_dir / "curves.png", "Training curves: loss, accuracy, learning rate"))
     if (run_dir / "metrics.csv").is_file():
         parts.append("<h3>Per-epoch metrics (metrics.csv)</h3>" + _csv_table(run_dir / "metrics.csv"))
-    others = sorted(p for p in run_dir.glob("*.png") if p.name != "curves.png")
+    others = sorted(p for p in run_dir.glob("*.png") if p.name != "curves.png" and p.name not in RUN_FIGURES)
     for p in others:
         parts.append(_img(p, p.stem.replace("_", " ")))
     bad = run_dir / "bad_files.txt"
@@ -118,6 +216,26 @@ def _training_section(run_dir: Path) -> str:
     return "\n".join(parts)
 
 
+def _rel(target: Path, out: Path) -> str:
+    return Path(os.path.relpath(target.resolve(), out.parent.resolve())).as_posix()
+
+
+def _links(run_dir: Path, eval_dir: Optional[Path], out: Path) -> str:
+    files = [run_dir / n for n in LINKED if not n.startswith("eval/")]
+    if eval_dir is not None:
+        files += [eval_dir / n.split("/", 1)[1] for n in LINKED if n.startswith("eval/")]
+    links = [f'<a href="{_esc(_rel(p, out))}">{_esc(_rel(p, run_dir / "x"))}</a>' for p in files if p.is_file()]
+    return f"<p class='links'>Files: {''.join(links)}</p>" if links else ""
+
+
+def _header(run_dir: Path, eval_dir: Optional[Path], m: dict, out: Path) -> str:
+    from .runinfo import summary_facts
+
+    facts = summary_facts(run_dir, m)
+    rows = "".join(f"<tr><td>{_esc(k)}</td><td>{_esc(v)}</td></tr>" for k, v in facts)
+    return (f"<table class='facts'>{rows}</table>" if rows else "") + _links(run_dir, eval_dir, out)
+
+
 def write_report(run_dir: PathLike, eval_dir: Optional[PathLike] = None, out: Optional[PathLike] = None) -> Path:
     """Write ``out`` (default RUN/report.html) from RUN's files and ``eval_dir`` (default RUN/eval,
     when it holds a metrics.json). Returns the path written."""
@@ -128,10 +246,15 @@ def write_report(run_dir: PathLike, eval_dir: Optional[PathLike] = None, out: Op
         eval_dir = run_dir / "eval"
     out = Path(out) if out is not None else run_dir / "report.html"
     when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    eval_dir = Path(eval_dir) if eval_dir is not None and Path(eval_dir).is_dir() else None
+    metrics_json = eval_dir / "metrics.json" if eval_dir is not None else None
+    m = json.loads(metrics_json.read_text()) if metrics_json is not None and metrics_json.is_file() else {}
     body = [f"<h1>fvt report: {_esc(run_dir.resolve().name)}</h1>",
-            f"<p class='muted'>{_esc(run_dir.resolve())} &middot; generated {when} by fvt {_esc(__version__)}</p>"]
-    if eval_dir is not None and Path(eval_dir).is_dir():
-        body.append(_eval_section(Path(eval_dir)))
+            f"<p class='muted'>{_esc(run_dir.resolve())} &middot; generated {when} by fvt {_esc(__version__)}</p>",
+            _header(run_dir, eval_dir, m, out)]
+    if eval_dir is not None:
+        body.append(_eval_section(eval_dir, m, out))
+    body.append(_data_section(run_dir))
     body.append(_training_section(run_dir))
     cfg = run_dir / "config.yaml"
     if cfg.is_file():
