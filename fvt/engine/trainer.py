@@ -75,18 +75,21 @@ def _build_model(cfg: Config, num_classes: int, input_size, log):
         raise UsageError(f"--model {name} at --img-size {list(input_size)}: {str(e).splitlines()[0]}") from None
 
 
-def train(cfg: Config) -> dict:
-    """Train as ``cfg`` says; returns a summary (best metric, last metrics, steps, run_dir, stopped_by)."""
+def train(cfg: Config, callbacks: Optional[list] = None) -> dict:
+    """Train as ``cfg`` says; returns a summary (best metric, last metrics, steps, run_dir, stopped_by).
+
+    ``callbacks``: objects with optional ``on_step(record)`` (called wherever a step record is
+    logged, every --log-every steps) and ``on_epoch_end(row)`` (the metrics.csv row), on rank 0."""
     created = not D.is_initialized()  # tear down only a process group this call set up
     dist = D.init_distributed(cfg.train.device)
     try:
-        return _train(cfg, dist)
+        return _train(cfg, dist, list(callbacks or []))
     finally:
         if created:
             D.cleanup()
 
 
-def _train(cfg: Config, dist: D.DistInfo) -> dict:
+def _train(cfg: Config, dist: D.DistInfo, callbacks: list) -> dict:
     from ..data import build_data
     from ..data.loaders import build_eval_loader, build_mixup, build_train_loader
 
@@ -255,6 +258,7 @@ def _train(cfg: Config, dist: D.DistInfo) -> dict:
     def log_step(rec: dict) -> None:
         logger.event("step", **rec)
         logger.scalars(rec["step"], "train", {k: v for k, v in rec.items() if k != "step"})
+        _notify(callbacks, "on_step", rec, dist.is_main)
 
     logger.event("start", world_size=dist.world_size, global_batch=global_batch, lr=lr, epochs=epochs,
                  resumed_from=str(resume) if resume else None, trainable_params=trainable)
@@ -284,6 +288,7 @@ def _train(cfg: Config, dist: D.DistInfo) -> dict:
                 save_last(False)
                 stopped_by = "max_steps"
                 logger.epoch(row)
+                _notify(callbacks, "on_epoch_end", row, dist.is_main)
                 log(format_epoch_line(row, epochs) + f" | stopped at --max-steps {cfg.train.max_steps}")
                 break
             state.epoch += 1
@@ -303,6 +308,7 @@ def _train(cfg: Config, dist: D.DistInfo) -> dict:
                 state.bad_evals = 0 if improved == 0 else state.bad_evals + 1
             save_last(True)
             logger.epoch(row)
+            _notify(callbacks, "on_epoch_end", row, dist.is_main)
             log(format_epoch_line(row, epochs) + (" | best" if improved == 0 else ""))
             if cfg.train.early_stop and state.bad_evals >= cfg.train.early_stop:
                 log(f"early stop: {state.bad_evals} evaluations without a better {key}")
@@ -321,6 +327,15 @@ def _train(cfg: Config, dist: D.DistInfo) -> dict:
         _write_report(run_dir, log)
     return {"run_dir": str(run_dir), "stopped_by": stopped_by, "step": state.step, "epoch": state.epoch,
             "best": topk.best(), "metrics": state.last_metrics}
+
+
+def _notify(callbacks: list, method: str, record: dict, is_main: bool) -> None:
+    if not is_main:
+        return
+    for cb in callbacks:
+        fn = getattr(cb, method, None)
+        if fn is not None:
+            fn(dict(record))  # a copy: a callback cannot change what the trainer logs
 
 
 def _write_report(run_dir: Path, log) -> None:
