@@ -180,3 +180,41 @@ def test_py_typed_ships_as_package_data():
     assert (REPO / "fvt" / "py.typed").is_file()
     meta = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert "py.typed" in meta["tool"]["setuptools"]["package-data"]["fvt"]
+
+
+# -- optional parts (extras): a missing one is one line naming the extra, before any work --------------
+def test_missing_onnx_extra_names_the_extra(run, tmp_path, monkeypatch, capsys):
+    from fvt.cli import main
+    from fvt.extras import MissingExtra
+
+    root, data, result, *_ = run
+    onnx_file = root / "m.onnx"
+    if not onnx_file.is_file():
+        fvt.export(result.best_checkpoint, "onnx", output=onnx_file)
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import fails as when it is not installed
+    with pytest.raises(MissingExtra, match=r"pip install 'fastervit-toolkit\[onnx\]'"):
+        fvt.export(result.best_checkpoint, "onnx", output=tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()
+    assert main(["export", "--checkpoint", str(result.best_checkpoint), "--format", "onnx",
+                 "--output", str(tmp_path / "y.onnx")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fvt: error: ONNX export needs onnx") and "[onnx]" in err[0]
+    assert main(["demo", "--output", str(tmp_path / "demo")]) == 2  # refused before training
+    assert "[onnx]" in capsys.readouterr().err and not (tmp_path / "demo").exists()
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(MissingExtra, match=r"\[onnx\]"):
+        fvt.predict(onnx_file, sorted((data / "class_0").glob("*.png"))[:1])
+
+
+def test_run_without_tensorboard_says_which_extra(tmp_path, monkeypatch, capsys):
+    from fvt.engine.runlog import RunLogger
+
+    monkeypatch.delitem(sys.modules, "torch.utils.tensorboard", raising=False)
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    logger = RunLogger(tmp_path / "run")
+    logger.event("start", step=0)
+    assert logger.tb is None
+    logger.close()
+    assert "pip install 'fastervit-toolkit[tensorboard]'" in capsys.readouterr().out
+    assert (tmp_path / "run" / "log.jsonl").is_file()  # the run's own logs go on
+    assert not any(p.name.startswith("events.out") for p in (tmp_path / "run").iterdir())

@@ -27,6 +27,10 @@ class RunLogger:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.tb = SummaryWriter(log_dir=str(self.dir))
+            except ImportError:  # an extra: the run goes on with log.jsonl / metrics.csv / curves.png
+                from ..extras import install_hint
+
+                self.print(f"note: TensorBoard logging is off (tensorboard is not installed: {install_hint('tensorboard')})")
             except Exception as e:  # TensorBoard is optional for a run
                 self.print(f"warning: TensorBoard logging disabled ({str(e).splitlines()[0]})")
         # a resumed run keeps its earlier epochs in the curves

@@ -70,9 +70,10 @@ class _EvalPinned(torch.nn.Module):
 def export_onnx(loaded: LoadedModel, out: Path, opset: int = 17) -> float:
     """Write ``out`` (dynamic batch axis, fvt metadata) and return the max abs logit difference
     between onnxruntime and PyTorch on batches of 1 and 3."""
-    import onnx
-    import onnxruntime as ort
+    from ..extras import require
 
+    onnx = require("onnx", "onnx", "ONNX export")
+    ort = require("onnxruntime", "onnx", "ONNX export (checked with onnxruntime)")
     model = _traceable(loaded)
     x = _example(loaded, 2)
     with warnings.catch_warnings():

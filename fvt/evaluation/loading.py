@@ -151,8 +151,9 @@ def load_safetensors(path: Path, model_name: Optional[str], device: torch.device
 
 
 def load_onnx(path: Path) -> LoadedModel:
-    import onnxruntime as ort
+    from ..extras import require
 
+    ort = require("onnxruntime", "onnx", f"running the ONNX model {path.name}")
     try:
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
         sess = ort.InferenceSession(str(path), providers=providers)
