@@ -197,9 +197,10 @@ def predict(checkpoint: PathLike, images: Any, *, topk: int = 5, model: Optional
     tensors, one or a list. Unreadable files are listed in ``failed``; DataError if none is usable."""
     from .evaluation.predict import Classifier, check_topk, expand_paths
 
-    items = images if isinstance(images, (list, tuple)) else [images]
+    items = _as_list(images)
     if not items:
         raise DataError("nothing to predict: no image given")
+    unmatched: List[str] = []
     if all(isinstance(x, (str, Path)) for x in items):
         files, unmatched = expand_paths([str(x) for x in items])
         if not files:
@@ -210,7 +211,18 @@ def predict(checkpoint: PathLike, images: Any, *, topk: int = 5, model: Optional
     names, probs, failed = clf.predict_proba_safe(items)
     if not names:
         raise DataError(f"none of the {len(items)} input(s) could be read; first: {failed[0][0]}: {failed[0][1]}")
-    return PredictResult(clf.to_predictions(names, probs, k), list(failed), list(clf.classes))
+    failed = [(pat, "no image file matches") for pat in unmatched] + list(failed)
+    return PredictResult(clf.to_predictions(names, probs, k), failed, list(clf.classes))
+
+
+def _as_list(images: Any) -> list:
+    """One input (path, PIL image, tensor) or any iterable of them -> a list."""
+    import torch
+    from PIL import Image
+
+    if isinstance(images, (str, Path, Image.Image, torch.Tensor)):
+        return [images]
+    return list(images)
 
 
 # -- export ------------------------------------------------------------------------------

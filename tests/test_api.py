@@ -98,12 +98,18 @@ def test_predict_matches_eval_and_reports_unreadable_files(run):
         rows = _csv_rows(root / "eval" / "predictions.csv")
     broken = root / "broken.png"
     broken.write_bytes(b"not a png")
-    preds = fvt.predict(result.best_checkpoint, [r["path"] for r in rows] + [str(broken)], topk=2)
+    nowhere = str(root / "nowhere" / "*.png")
+    preds = fvt.predict(result.best_checkpoint, (p for p in [*(r["path"] for r in rows), str(broken), nowhere]), topk=2)
     assert isinstance(preds, fvt.PredictResult) and len(preds) == len(rows)
     assert preds.labels() == [r["pred"] for r in rows]  # same weights, same preprocessing as fvt eval
     assert [p.source for p in preds] == [r["path"] for r in rows]
     assert all(len(p.topk) == 2 and p.topk[0] == (p.label, p.prob) for p in preds)
-    assert [s for s, _ in preds.failed] == [str(broken)]
+    assert [s for s, _ in preds.failed] == [nowhere, str(broken)]  # nothing dropped silently
+    from PIL import Image
+
+    with Image.open(rows[0]["path"]) as im:  # one in-memory image: a result of one, same answer as its file
+        single = fvt.predict(result.best_checkpoint, im.copy())
+    assert len(single) == 1 and single[0].label == preds[0].label and single[0].prob == pytest.approx(preds[0].prob)
     folder = fvt.predict(result.best_checkpoint, data / "class_1")  # a folder is searched like the CLI does
     assert len(folder) == 10 and preds.classes == folder.classes
 
