@@ -60,11 +60,22 @@ def test_refresh_hessian_is_gnb_estimate_with_sampled_labels():
         assert p.grad is None  # refresh leaves no gradient behind
 
 
-def test_sophia_is_available_through_timm_factory():
-    from timm.optim import create_optimizer_v2
+def test_sophia_gets_timm_param_groups_through_public_api():
+    from fvt.engine.sophia import create_sophia
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
-    opt = create_optimizer_v2(model, opt="sophia", lr=1e-3, weight_decay=0.1)
+    opt = create_sophia(model, opt="sophiag", lr=1e-3, weight_decay=0.1)
     assert isinstance(opt, SophiaG)
     wd = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
     assert wd[id(model[0].weight)] == 0.1 and wd[id(model[0].bias)] == 0.0 and wd[id(model[1].weight)] == 0.0
+
+
+def test_fvt_imports_no_private_timm_module():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "fvt"
+    private = [f"{p.relative_to(root.parent)}: {m}" for p in root.rglob("*.py")
+               for m in re.findall(r"^\s*(?:from|import)\s+(timm(?:\.\w+)*)", p.read_text(), re.M)
+               if any(part.startswith("_") for part in m.split("."))]
+    assert private == []

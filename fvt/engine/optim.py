@@ -3,8 +3,8 @@
 timm's ``create_optimizer_v2`` puts norms, biases (any 1-d parameter) and the names the model
 lists in ``no_weight_decay()`` (position-bias MLPs, carrier-token position embeddings) in a
 group without weight decay, and applies layer-wise lr decay via ``group_matcher()``.
-SophiaG is registered with timm's optimizer registry (fvt.engine.sophia) so it gets the same
-treatment.
+SophiaG is built by a timm ``OptimizerRegistry`` of its own (fvt.engine.sophia), so it gets the
+same treatment.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import torch
 
 from ..config import Config
 from ..errors import UsageError
-from . import sophia  # noqa: F401  (registers "sophia" with timm)
 
 
 def effective_lr(cfg: Config, global_batch: int) -> float:
@@ -47,8 +46,11 @@ def build_optimizer(model: torch.nn.Module, cfg: Config, lr: float) -> torch.opt
         kwargs["rho"] = o.sophia_rho
     if not any(p.requires_grad for p in model.parameters()):
         raise UsageError("nothing to train: every parameter is frozen (check --freeze)")
+    create = create_optimizer_v2
+    if name in ("sophia", "sophiag"):
+        from .sophia import create_sophia as create  # timm's factory, through a registry of fvt's own
     try:
-        return create_optimizer_v2(
+        return create(
             model, opt=name, lr=lr, weight_decay=o.weight_decay, momentum=o.momentum,
             layer_decay=o.layer_decay, **kwargs)
     except (TypeError, ValueError) as e:

@@ -116,15 +116,20 @@ def refresh_hessian(
     optimizer.zero_grad(set_to_none=True)
 
 
-def _register_with_timm() -> None:
-    """Make ``create_optimizer_v2(model, 'sophia')`` work, so SophiaG gets timm's param groups / layer decay."""
-    from timm.optim._optim_factory import OptimInfo, default_registry
+def _registry():
+    """A timm ``OptimizerRegistry`` (public API) holding SophiaG only: timm's factory then builds
+    its parameter groups (no decay on norms/biases/``no_weight_decay()``, layer-wise lr decay)."""
+    from timm.optim import OptimInfo, OptimizerRegistry
 
-    if "sophia" not in default_registry._optimizers:
-        default_registry.register(OptimInfo(
-            name="sophia", opt_class=SophiaG, description="SophiaG: clipped second-order (GNB Hessian) optimizer",
-            has_eps=True, has_betas=True, defaults={"rho": 0.04}))
-        default_registry.register_alias("sophiag", "sophia")
+    registry = OptimizerRegistry()
+    registry.register(OptimInfo(
+        name="sophia", opt_class=SophiaG, description="SophiaG: clipped second-order (GNB Hessian) optimizer",
+        has_eps=True, has_betas=True, defaults={"rho": 0.04}))
+    registry.register_alias("sophiag", "sophia")
+    return registry
 
 
-_register_with_timm()
+def create_sophia(model_or_params, opt: str = "sophia", **kwargs) -> SophiaG:
+    """SophiaG with timm's parameter groups; arguments as for ``timm.optim.create_optimizer_v2``
+    (opt sophia or sophiag, lr, weight_decay, layer_decay, betas, eps, rho ...)."""
+    return _registry().create_optimizer(model_or_params, opt=opt, **kwargs)

@@ -80,6 +80,10 @@ def run(out: Path, epochs: Optional[int] = None, log=print) -> int:
     from .loading import load_any
     from .predict import Classifier
 
+    from ..extras import require
+
+    require("onnxruntime", "onnx", "fvt demo (it exports and runs an ONNX model)")  # before any work
+    require("onnx", "onnx", "fvt demo (it exports and runs an ONNX model)")
     t0 = time.time()
     out = Path(out).expanduser()
     data, run_dir = out / "digits", out / "run"
