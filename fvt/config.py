@@ -60,6 +60,7 @@ class DataConfig:
     sampler: str = opt("random", "Training sampler.", choices=("random", "balanced", "repeated"))
     repeats: int = opt(3, "Repeats per image for the repeated-augmentation sampler.")
     verify_images: bool = opt(False, "Fully decode every image in the start-up scan (slower; default: header check).")
+    shuffle_buffer: int = opt(1000, "Shards (--data from fvt data shard): samples in each worker's shuffle buffer.")
 
 
 @dataclass
@@ -138,6 +139,7 @@ class TrainConfig:
     early_stop: int = opt(0, "Stop after N evaluations without improvement (0: off).")
     log_every: int = opt(20, "Log to log.jsonl / TensorBoard every N steps.")
     max_steps: Optional[int] = opt(None, "Stop after this many optimizer steps (smoke tests).")
+    dist_timeout: int = opt(1800, "Seconds a distributed collective waits for a stuck or lost peer before failing.")
 
 
 @dataclass
