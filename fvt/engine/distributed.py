@@ -7,6 +7,7 @@ one small object (:class:`DistInfo`) instead of sprinkling ``dist.get_rank()`` a
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,7 +16,11 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
-from ..errors import UsageError
+from ..errors import FvtError, UsageError
+
+
+class PeerFailure(FvtError):
+    """Another process of the job died or stopped responding within the collective timeout."""
 
 
 @dataclass
@@ -36,6 +41,36 @@ class DistInfo:
 
 def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def elastic_restart_count() -> int:
+    """How often torchrun (--max-restarts) has relaunched this job's workers; 0 on the first start."""
+    try:
+        return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    except ValueError:
+        return 0
+
+
+# What gloo / NCCL / the c10d store say when a peer is gone or silent past the timeout.
+_PEER_SIGNS = ("timed out", "timeout", "connection closed by peer", "connection reset by peer", "broken pipe",
+               "nccl communicator was aborted", "watchdog caught collective operation timeout")
+
+
+@contextlib.contextmanager
+def peer_failures(timeout_s: int):
+    """Turn a collective that failed because a peer died or hung into one ``PeerFailure`` line
+    (exit code 2; under torchrun --max-restarts the job is then restarted) instead of a long
+    backend traceback -- or, without a timeout, a hang."""
+    try:
+        yield
+    except (RuntimeError, OSError) as e:  # DistBackendError / DistNetworkError are RuntimeErrors
+        text = str(e).lower()
+        if not is_initialized() or not any(s in text for s in _PEER_SIGNS):
+            raise
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise PeerFailure(f"rank {os.environ.get('RANK', '?')}: another process of the job died or did not answer "
+                          f"within --dist-timeout {timeout_s} s ({first[:200]}); check the other nodes' logs, "
+                          "or raise --dist-timeout for slow steps") from None
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -67,6 +102,10 @@ def init_distributed(device: str = "auto", timeout_s: int = 1800) -> DistInfo:
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     backend = "nccl" if dev.type == "cuda" else "gloo"
+    if timeout_s < 1:
+        raise UsageError(f"--dist-timeout {timeout_s}: give the seconds a collective may wait (e.g. 600)")
+    # Bounded: a peer that hangs (or dies without closing its sockets) fails the job after timeout_s
+    # instead of blocking the others forever; torchrun --max-restarts can then restart it.
     dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
     return DistInfo(dist.get_rank(), dist.get_world_size(), local, dev)
 

@@ -42,7 +42,8 @@ def _set_determinism(cfg: Config) -> None:
 
 
 def _resume_path(cfg: Config, run_dir: Path) -> Optional[Path]:
-    r = cfg.train.resume
+    # A torchelastic restart (a worker died, torchrun --max-restarts relaunched us) continues last.pt by itself.
+    r = cfg.train.resume or ("auto" if D.elastic_restart_count() > 0 else None)
     if not r:
         return None
     if r == "auto":
@@ -78,9 +79,10 @@ def _build_model(cfg: Config, num_classes: int, input_size, log):
 def train(cfg: Config) -> dict:
     """Train as ``cfg`` says; returns a summary (best metric, last metrics, steps, run_dir, stopped_by)."""
     created = not D.is_initialized()  # tear down only a process group this call set up
-    dist = D.init_distributed(cfg.train.device)
+    dist = D.init_distributed(cfg.train.device, cfg.train.dist_timeout)
     try:
-        return _train(cfg, dist)
+        with D.peer_failures(cfg.train.dist_timeout):  # a lost or stuck peer: one clear line, not a hang
+            return _train(cfg, dist)
     finally:
         if created:
             D.cleanup()
