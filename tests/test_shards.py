@@ -208,7 +208,7 @@ def test_train_then_eval_from_shards(tmp_path):
     r = run_fvt(["eval", "--checkpoint", run / "best.pt", "--data", out, "--output", tmp_path / "ev", "--device", "cpu"])
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
-    assert metrics.get("count", metrics.get("n", index["splits"]["val"]["count"])) == index["splits"]["val"]["count"]
+    assert metrics["num_samples"] == index["splits"]["val"]["count"]
     preds = (tmp_path / "ev" / "predictions.csv").read_text()
     val_paths = (out / "val.paths.txt").read_text().split()
     assert all(p in preds for p in val_paths)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import timedelta
 from typing import Optional
 
@@ -44,11 +45,40 @@ def launched_by_torchrun() -> bool:
 
 
 def elastic_restart_count() -> int:
-    """How often torchrun (--max-restarts) has relaunched this job's workers; 0 on the first start."""
+    """How often torchrun (--max-restarts) has relaunched this node's workers; 0 on the first start."""
     try:
         return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
     except ValueError:
         return 0
+
+
+def elastic_run_id() -> Optional[str]:
+    """torchrun's --rdzv-id (e.g. the Slurm job id), None when unset or torchrun's default."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    return run_id if run_id and run_id != "none" else None
+
+
+def elastic_auto_resume(last: Path) -> bool:
+    """Whether this start continues ``last`` without --resume: it is a restart of the same job.
+
+    True when any rank was relaunched by torchrun (TORCHELASTIC_RESTART_COUNT > 0 -- only the
+    failed node counts up; the others were restarted for the membership change with 0, hence
+    the all-reduce), or when ``last`` was written under the same --rdzv-id (a requeued Slurm job,
+    a node replaced by a new launcher). A fresh job never picks up an old run's last.pt."""
+    restarted = elastic_restart_count() > 0
+    if is_initialized():
+        restarted = bool(all_reduce_max(torch.tensor([float(restarted)])).item())
+    if restarted:
+        return last.is_file()
+    run_id = elastic_run_id()
+    if run_id is None or not last.is_file():
+        return False
+    from ..models.checkpoint import safe_load
+
+    try:
+        return safe_load(last).get("elastic_run_id") == run_id
+    except FvtError:
+        return False
 
 
 # What gloo / NCCL / the c10d store say when a peer is gone or silent past the timeout.

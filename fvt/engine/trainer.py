@@ -43,7 +43,7 @@ def _set_determinism(cfg: Config) -> None:
 
 def _resume_path(cfg: Config, run_dir: Path) -> Optional[Path]:
     # A torchelastic restart (a worker died, torchrun --max-restarts relaunched us) continues last.pt by itself.
-    r = cfg.train.resume or ("auto" if D.elastic_restart_count() > 0 else None)
+    r = cfg.train.resume or ("auto" if D.elastic_auto_resume(run_dir / "last.pt") else None)
     if not r:
         return None
     if r == "auto":
@@ -237,7 +237,7 @@ def _train(cfg: Config, dist: D.DistInfo) -> dict:
             "scaler": scaler.state_dict() if scaler is not None else None, "rng": get_rng_state(),
             "sampler": {"epoch": state.epoch, "start": 0 if epoch_complete else state.position},
             "best_history": [list(h) for h in topk.history], "bad_evals": state.bad_evals,
-            "epoch_complete": epoch_complete,
+            "epoch_complete": epoch_complete, "elastic_run_id": D.elastic_run_id(),
         }
 
     def save_last(epoch_complete: bool, gather: bool = True) -> None:
