@@ -71,6 +71,7 @@ def _launch(script, args, port, log, env_extra=None):
         return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True)
 
 
+@pytest.mark.slow  # ~80-120 s on 2 busy cores (torchelastic needs a few rendezvous rounds); CI runs the parts below
 def test_elastic_restart_after_kill9_resumes_by_itself_with_the_same_steps(tmp_path, shards):
     data, n_train = shards
     script = tmp_path / "worker.py"
@@ -97,6 +98,27 @@ def test_elastic_restart_after_kill9_resumes_by_itself_with_the_same_steps(tmp_p
     assert [x["step"] for x in stop] == [3 * steps_per_epoch], text[-4000:]  # as many as an uninterrupted run
     assert [int(x["epoch"]) for x in csv.DictReader((run / "metrics.csv").open())] == [1, 2, 3]
     assert any(p.returncode == 0 for p in nodes), text[-4000:]
+
+
+def test_auto_resume_only_for_a_restart_of_the_same_job(tmp_path, monkeypatch):
+    from fvt.engine.distributed import elastic_auto_resume
+
+    last = tmp_path / "last.pt"
+    for var in ("TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(var, raising=False)
+    assert not elastic_auto_resume(last)
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")  # torchrun relaunched this node's workers
+    assert not elastic_auto_resume(last)  # nothing to resume yet
+    torch.save({"elastic_run_id": "job-7", "epoch": 1}, last)
+    assert elastic_auto_resume(last)
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")  # a first start: only the same --rdzv-id resumes
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-7")
+    assert elastic_auto_resume(last)  # e.g. a requeued Slurm job
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-8")
+    assert not elastic_auto_resume(last)  # a new job never picks up an old run's last.pt
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")  # torchrun's default id identifies nothing
+    torch.save({"elastic_run_id": None, "epoch": 1}, last)
+    assert not elastic_auto_resume(last)
 
 
 STUCK = textwrap.dedent("""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from datetime import timedelta
@@ -81,6 +82,7 @@ def elastic_auto_resume(last: Path) -> bool:
         return False
 
 
+ELASTIC_GRACE_S = 5.0
 # What gloo / NCCL / the c10d store say when a peer is gone or silent past the timeout.
 _PEER_SIGNS = ("timed out", "timeout", "connection closed by peer", "connection reset by peer", "broken pipe",
                "nccl communicator was aborted", "watchdog caught collective operation timeout")
@@ -98,6 +100,10 @@ def peer_failures(timeout_s: int):
         if not is_initialized() or not any(s in text for s in _PEER_SIGNS):
             raise
         first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        if os.environ.get("TORCHELASTIC_RUN_ID"):
+            # The peer's own launcher is restarting it and ours will restart us for the new membership:
+            # dying a moment later lets that happen as one rendezvous round instead of two racing ones.
+            time.sleep(ELASTIC_GRACE_S)
         raise PeerFailure(f"rank {os.environ.get('RANK', '?')}: another process of the job died or did not answer "
                           f"within --dist-timeout {timeout_s} s ({first[:200]}); check the other nodes' logs, "
                           "or raise --dist-timeout for slow steps") from None
