@@ -212,3 +212,23 @@ def test_train_then_eval_from_shards(tmp_path):
     preds = (tmp_path / "ev" / "predictions.csv").read_text()
     val_paths = (out / "val.paths.txt").read_text().split()
     assert all(p in preds for p in val_paths)
+    r = run_fvt(["eval", "--checkpoint", run / "best.pt", "--device", "cpu"])  # the run's own val shards
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert json.loads((run / "eval" / "metrics.json").read_text())["num_samples"] == len(val_paths)
+
+
+@pytest.mark.parametrize("shard_size", ["1KB", "1MB"])
+def test_eval_loader_sees_every_sample_once_over_ranks_and_workers(tmp_path, shard_size):
+    from fvt.data import build_eval_loader, image_folder
+
+    src, out = _data(tmp_path, per_class=5, bad=False), tmp_path / "s"
+    _shard(src, out, "--shard-size", shard_size, "--val-split", "0.4")
+    ds = image_folder(out, eval_transform(Preprocessing(input_size=(8, 8))), ["ants", "bees", "wasps"])
+    seen = []
+    for rank in range(2):
+        for images, targets, indices in build_eval_loader(ds, 2, workers=2, rank=rank, world_size=2):
+            assert images.shape[1:] == (3, 8, 8)
+            seen += [(int(i), int(t)) for i, t in zip(indices, targets)]
+    assert sorted(i for i, _ in seen) == list(range(len(ds)))  # each sample exactly once
+    names = ["ants", "bees", "wasps"]
+    assert all(ds.paths[i].split("/")[0] == names[t] for i, t in seen)  # index -> original path and label agree
