@@ -19,7 +19,7 @@ COMMANDS = {
     "eval": ("fvt.evaluation.commands", "eval", "Evaluate a checkpoint: metrics, figures, report.html."),
     "predict": ("fvt.evaluation.commands", "predict", "Classify images with a checkpoint, ONNX or safetensors export."),
     "export": ("fvt.evaluation.commands", "export", "Export a checkpoint to ONNX, safetensors or TorchScript."),
-    "data": ("fvt.data.commands", "data", "Inspect an image folder: classes, counts, bad files, duplicates."),
+    "data": ("fvt.data.commands", "data", "Inspect an image folder (classes, counts, bad files, duplicates), or shard it."),
     "models": ("fvt.models.commands", "models", "List the model variants: params, GFLOPs, input size."),
     "bench": ("fvt.models.commands", "bench", "Time a model's eval forward and train step on this machine."),
     "demo": ("fvt.evaluation.commands", "demo", "Train, evaluate and predict on a built-in digits dataset in minutes."),
