@@ -7,10 +7,8 @@ import io
 import json
 import tarfile
 import threading
-from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 from fvt.cli import main

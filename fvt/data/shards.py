@@ -24,17 +24,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import logging
 import os
 import random
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..errors import DataError, UsageError
+from ..errors import UsageError
 from .scan import write_bad_files
 
-log = logging.getLogger("fvt.data")
 INDEX_NAME = "index.json"
 FORMAT = "fvt-shards"
 VERSION = 1
