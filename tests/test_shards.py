@@ -9,6 +9,7 @@ import tarfile
 import threading
 
 import pytest
+import torch
 from PIL import Image
 
 from fvt.cli import main
@@ -230,3 +231,31 @@ def test_eval_loader_sees_every_sample_once_over_ranks_and_workers(tmp_path, sha
     assert sorted(i for i, _ in seen) == list(range(len(ds)))  # each sample exactly once
     names = ["ants", "bees", "wasps"]
     assert all(ds.paths[i].split("/")[0] == names[t] for i, t in seen)  # index -> original path and label agree
+
+
+@pytest.mark.slow  # three trainings; CI covers the stream side in test_stream_resume_mid_epoch_is_exact_on_a_worker_multiple
+def test_sigkill_mid_epoch_then_resume_from_shards_is_bit_identical(tmp_path):
+    """The documented guarantee: same processes and workers, a step on a multiple of --workers -> exact."""
+    import signal
+
+    src = make_folder(tmp_path / "data", classes=3, per_class=10)
+    data = tmp_path / "s"
+    _shard(src, data, "--shard-size", "6KB", "--val-split", "0.2")
+
+    def flags(out):
+        return ["train", "--data", data, "--output", out, *TINY, "--workers", "2", "--epochs", "2",
+                "--batch-size", "6", "--deterministic", "--amp", "none", "--save-every-steps", "2", "--seed", "3"]
+
+    a = run_fvt(flags(tmp_path / "a"))
+    assert a.returncode == 0, a.stderr[-2000:]
+    # 24 train images / batch 6 = 4 steps per epoch: step 7 is mid-epoch 2, last saved at step 6 (2 batches in)
+    b = run_fvt(flags(tmp_path / "b"), env_extra={"FVT_KILL_AFTER_STEP": "7"})
+    assert b.returncode == -signal.SIGKILL, b.stderr[-2000:]
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["sampler"]["start"] == 12
+    c = run_fvt(flags(tmp_path / "b") + ["--resume", "auto"])
+    assert c.returncode == 0 and "resumed from" in c.stdout + c.stderr, c.stderr[-2000:]
+    ref = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    got = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert ref["step"] == got["step"] == 8
+    diff = [k for k in ref["state_dict"] if not torch.equal(ref["state_dict"][k], got["state_dict"][k])]
+    assert not diff, f"weights differ in {diff[:5]}"
