@@ -50,7 +50,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    data: Optional[str] = opt(None, "Image folder (root/<class>/..., or root/train + root/val), or a CSV of path,label.")
+    data: Optional[str] = opt(None, "Image folder (root/<class>/..., or root/train + root/val), a CSV of path,label, or shards of fvt data shard (their folder, a brace pattern, http(s)://, pipe:).")
     val_data: Optional[str] = opt(None, "Separate validation folder or CSV (overrides the automatic split).")
     val_split: float = opt(0.2, "Fraction of each class held out for validation when the data is not pre-split.")
     split_seed: int = opt(42, "Seed of the stratified train/val split.")

@@ -77,6 +77,7 @@ class ShardSource:
     """The index of a shard folder and how to build the URL of each shard in it."""
 
     def __init__(self, spec: str):
+        require_webdataset()  # one line naming the extra when it is missing
         self.spec = str(spec)
         s = self.spec
         m = None if (Path(s).expanduser().is_dir() or s.endswith(INDEX_NAME)) else list(_SHARD_NAME.finditer(s))
