@@ -259,3 +259,16 @@ def test_sigkill_mid_epoch_then_resume_from_shards_is_bit_identical(tmp_path):
     assert ref["step"] == got["step"] == 8
     diff = [k for k in ref["state_dict"] if not torch.equal(ref["state_dict"][k], got["state_dict"][k])]
     assert not diff, f"weights differ in {diff[:5]}"
+
+
+def test_missing_webdataset_is_one_line_naming_the_extra(tmp_path, monkeypatch, capsys):
+    import sys
+
+    src = _data(tmp_path, per_class=2, bad=False)
+    monkeypatch.setitem(sys.modules, "webdataset", None)  # as if not installed
+    assert main(["data", "shard", str(src), "--output", str(tmp_path / "o")]) == 2
+    assert main(["train", "--data", str(tmp_path / "o" / "train-{000000..000001}.tar"), "--device", "cpu",
+                 "--amp", "none", "--output", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(e.startswith("fvt: error:") and "fastervit-toolkit[shards]" in e for e in err)
+    assert not (tmp_path / "o").exists()
