@@ -1,6 +1,11 @@
 """Train-pipeline throughput (images/s) beside the model's bf16 train-step throughput.
 
     python benchmarks/data_speed.py [--data DIR] [--sizes 224 128] [--workers 0 1 2]
+    python benchmarks/data_speed.py --shards [--data DIR] [--synthetic 50000] [--workers 1 2]
+
+``--shards``: image folder vs WebDataset shards (``fvt data shard``) through the same training
+pipeline, 1 and 2 workers, warm and cold page cache, on --data and on a generated set of
+--synthetic 256 px JPEGs: img/s and CPU-seconds per image (see ``shard_rows``).
 
 Measures fvt's training loader (decode + RandAugment + random erasing + collate, exactly
 what ``fvt train`` uses) on the flowers folder (small 128 px JPEGs) and on large photos made
@@ -96,6 +101,10 @@ def model_speed(name: str, size: int, batch: int, steps: int = 2) -> tuple:
 
 
 def main() -> int:
+    if "--shards" in sys.argv[1:]:
+        from shard_speed import main as shard_main  # folder vs shards: its own flags
+
+        return shard_main([a for a in sys.argv[1:] if a != "--shards"])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=FLOWERS)
     ap.add_argument("--sizes", type=int, nargs="+", default=[224, 128])

@@ -110,7 +110,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    data: Optional[str] = opt(None, "Image folder (root/<class>/..., or root/train + root/val), or a CSV of path,label.")
+    data: Optional[str] = opt(None, "Image folder (root/<class>/..., or root/train + root/val), a CSV of path,label, or shards of fvt data shard (their folder, a brace pattern, http(s)://, pipe:).")
     val_data: Optional[str] = opt(None, "Separate validation folder or CSV (overrides the automatic split).")
     val_split: float = opt(0.2, "Fraction of each class held out for validation when the data is not pre-split.", range="[0, 1)")
     split_seed: int = opt(42, "Seed of the stratified train/val split.", range="[0, 4294967295]")
@@ -120,6 +120,7 @@ class DataConfig:
     sampler: str = opt("random", "Training sampler.", choices=("random", "balanced", "repeated"))
     repeats: int = opt(3, "Repeats per image for the repeated-augmentation sampler.", range="[1, 64]")
     verify_images: bool = opt(False, "Fully decode every image in the start-up scan (slower; default: header check).")
+    shuffle_buffer: int = opt(1000, "Shards (--data from fvt data shard): samples in each worker's shuffle buffer.")
 
 
 @dataclass
@@ -201,6 +202,7 @@ class TrainConfig:
     log_every: int = opt(20, "Log to log.jsonl / TensorBoard every N steps.", range="[0, inf)")
     log_to: str = opt("tensorboard", "Trackers, comma-separated: tensorboard, mlflow, wandb, or none (MLflow: MLFLOW_TRACKING_URI, default a local sqlite store beside the run; W&B: offline unless logged in or WANDB_MODE says otherwise).")
     max_steps: Optional[int] = opt(None, "Stop after this many optimizer steps (smoke tests).", range="[1, inf)")
+    dist_timeout: int = opt(1800, "Seconds a distributed collective waits for a stuck or lost peer before failing.", range="[1, inf)")
 
 
 @dataclass

@@ -28,8 +28,18 @@ def test_inspect_usable_folder_reports_everything(tmp_path, capsys):
 def test_inspect_unusable_folder_exits_1_with_reason(tmp_path, capsys):
     make_class_folder(tmp_path / "one", {"only": 2})
     assert main(["data", "inspect", str(tmp_path / "one"), "--output", str(tmp_path)]) == 1
-    assert "not usable" in capsys.readouterr().out
-    assert main(["data", "inspect", str(tmp_path / "missing")]) == 1
+    assert "fvt: error: not usable" in capsys.readouterr().err
+    assert main(["data", "inspect", str(tmp_path / "missing")]) == 2  # cannot be read: a data error
+    err = capsys.readouterr().err
+    assert err.startswith("fvt: error:") and "missing" in err
+
+
+def test_inspect_writes_no_chart_without_output(tmp_path, capsys, monkeypatch):
+    make_class_folder(tmp_path / "d", {"a": 2, "b": 2})
+    monkeypatch.chdir(tmp_path)
+    assert main(["data", "inspect", str(tmp_path / "d")]) == 0
+    assert "usable: yes" in capsys.readouterr().out
+    assert not (tmp_path / "class_distribution.png").exists()
 
 
 def test_inspect_verify_and_presplit(tmp_path, capsys):

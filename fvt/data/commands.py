@@ -1,17 +1,23 @@
-"""``fvt data inspect DIR [--verify] [--output DIR]``: what fvt would train on, before training.
+"""``fvt data inspect`` and ``fvt data shard``.
 
-Prints the layout, classes and counts, an image-size summary, skipped entries, bad files and
-exact duplicates (across train/val and within a set), writes ``class_distribution.png`` and
-exits 0 when the folder is usable for training, 1 when it is not (the reason is printed).
+``inspect DIR [--verify] [--output DIR]``: what fvt would train on, before training. Prints the
+layout, classes and counts, an image-size summary, skipped entries, bad files and exact
+duplicates (across train/val and within a set); with ``--output`` also writes
+``class_distribution.png`` there (nothing is written without it). Exit 0 when the folder is
+usable for training, 1 when it is not (``fvt: error: not usable: ...`` on stderr), 2 when it
+cannot be read at all.
+
+``shard SRC --output DIR``: WebDataset shards for large datasets and clusters (``shards``).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 from collections import Counter
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from ..errors import DataError
 from .discovery import discover
@@ -28,16 +34,38 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                                    "path,label. Exit code 0: usable for training; 1: not usable.")
     p.add_argument("dir", metavar="DIR", help="Image folder or CSV file.")
     p.add_argument("--verify", action="store_true", help="Fully decode every image (slower; default: header check).")
-    p.add_argument("--output", default=".", metavar="DIR",
-                   help="Folder for class_distribution.png [default: current folder].")
+    p.add_argument("--output", default=None, metavar="DIR",
+                   help="Write class_distribution.png into this folder [default: no chart is written].")
+    s = sub.add_parser("shard", help="Write WebDataset tar shards (train/val apart) and index.json for streaming.",
+                       description="Turn an image folder, a pre-split folder or a CSV into WebDataset shards with "
+                                   "the same bad-file exclusion and train/val split as fvt train. Train with "
+                                   "fvt train --data DIR. Re-running with the same input rewrites nothing.")
+    s.add_argument("src", metavar="SRC", help="Image folder (root/<class>/..., or root/train + root/val) or CSV.")
+    s.add_argument("--output", required=True, metavar="DIR", help="Folder for the shards and index.json.")
+    s.add_argument("--shard-size", default="256MB", metavar="SIZE", help="Largest shard size [default: 256MB].")
+    s.add_argument("--val-split", type=float, default=0.2, metavar="F",
+                   help="Fraction of each class held out for validation when SRC is not pre-split [default: 0.2].")
+    s.add_argument("--split-seed", type=int, default=42, metavar="N", help="Seed of the split [default: 42].")
+    s.add_argument("--val-data", default=None, metavar="DIR", help="Separate validation folder or CSV.")
+    s.add_argument("--max-size", type=int, default=None, metavar="PX",
+                   help="Re-encode images whose longer side exceeds PX pixels [default: store files as they are].")
+    s.add_argument("--verify", action="store_true", help="Fully decode every image in the scan.")
+    s.add_argument("--force", action="store_true", help="Rewrite the shards even when index.json is up to date.")
     parser.set_defaults(_data_parser=parser)
 
 
 def run_data(args: argparse.Namespace) -> int:
-    if getattr(args, "data_command", None) != "inspect":
-        args._data_parser.print_help()
-        return 2
-    return inspect_folder(args.dir, verify=args.verify, output=args.output)
+    command = getattr(args, "data_command", None)
+    if command == "inspect":
+        return inspect_folder(args.dir, verify=args.verify, output=args.output)
+    if command == "shard":
+        from .shards import write_shards
+
+        write_shards(args.src, args.output, args.shard_size, args.val_split, args.split_seed, args.val_data,
+                     args.max_size, args.verify, args.force)
+        return 0
+    args._data_parser.print_help()
+    return 2
 
 
 def _table(rows: List[List[str]], header: List[str]) -> str:
@@ -70,12 +98,8 @@ def _plot(counts: Dict[str, Dict[str, int]], classes: List[str], path: Path) -> 
     return path
 
 
-def inspect_folder(data: str, verify: bool = False, output: str = ".") -> int:
-    try:
-        disc = discover(data)
-    except DataError as e:
-        print(f"not usable: {e}")
-        return 1
+def inspect_folder(data: str, verify: bool = False, output: Optional[str] = None) -> int:
+    disc = discover(data)  # DataError (missing / unreadable): fvt: error: ..., exit 2
     files = sorted({p for items in disc.splits.values() for p, _ in items})
     infos = scan_files(files, verify=verify, progress=True)
     bad = [i for i in infos if not i.ok]
@@ -121,11 +145,11 @@ def inspect_folder(data: str, verify: bool = False, output: str = ".") -> int:
     for g in (across + within)[:MAX_LISTED]:
         print("  " + " = ".join(str(p) for p in g))
 
-    if classes:
+    if classes and output is not None:
         chart = _plot(counts, classes, Path(output) / "class_distribution.png")
         print(f"chart: {chart}")
     if problem:
-        print(f"not usable: {problem}")
+        print(f"fvt: error: not usable: {problem}", file=sys.stderr)
         return 1
     print("usable: yes")
     return 0

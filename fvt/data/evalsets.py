@@ -54,7 +54,11 @@ def _usable(items, verify: bool = False):
 
 def image_folder(root: PathLike, transform: Optional[Callable] = None, classes: Optional[Sequence[str]] = None,
                  min_decode_size: Optional[int] = None) -> ImageDataset:
-    """A class-folder root, a pre-split root (its val folder), or a CSV of path,label."""
+    """A class-folder root, a pre-split root (its val folder), a CSV of path,label, or shards."""
+    from .streaming import is_shard_spec, open_eval_shards
+
+    if is_shard_spec(root):
+        return open_eval_shards(str(root), transform, classes, min_decode_size)
     root = Path(root).expanduser()
     ignored: Counter = Counter()
     if root.is_file() and root.suffix.lower() == ".csv":

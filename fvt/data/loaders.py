@@ -36,6 +36,8 @@ def build_train_loader(data: Any, cfg: Any, rank: int = 0, world_size: int = 1, 
                        pin_memory: Optional[bool] = None) -> DataLoader:
     """``data``: a ``DataBundle`` or an ``ImageDataset``. ``seed`` defaults to ``cfg.train.seed``."""
     dataset: ImageDataset = getattr(data, "train", data)
+    if hasattr(dataset, "train_loader"):  # shards (fvt.data.streaming): a stream with the sampler interface
+        return dataset.train_loader(cfg, rank, world_size, cfg.train.seed if seed is None else seed, pin_memory)
     if dataset is None or len(dataset) == 0:
         raise ValueError("the training set is empty")
     seed = cfg.train.seed if seed is None else seed
@@ -48,6 +50,8 @@ def build_train_loader(data: Any, cfg: Any, rank: int = 0, world_size: int = 1, 
 
 def build_eval_loader(dataset: ImageDataset, batch_size: int, workers: int = 0, rank: int = 0, world_size: int = 1,
                       pin_memory: Optional[bool] = None) -> DataLoader:
+    if hasattr(dataset, "eval_loader"):  # shards (fvt.data.streaming): each sample on one rank and worker
+        return dataset.eval_loader(batch_size, workers, rank, world_size, pin_memory)
     kw = _loader_kwargs(workers, pin_memory)
     kw["persistent_workers"] = False  # evaluation runs once per epoch; idle workers would hold memory
     return DataLoader(dataset, batch_size=max(1, int(batch_size)), sampler=ShardSampler(len(dataset), rank, world_size),

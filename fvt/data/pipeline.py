@@ -174,6 +174,12 @@ def build_data(cfg: Any, run_dir: Optional[PathLike] = None, rank: int = 0, worl
     d = cfg.data
     if not 0.0 <= d.val_split < 1.0:
         raise DataError(f"--val-split must be in [0, 1), got {d.val_split}")
+    from .streaming import is_shard_spec
+
+    if is_shard_spec(d.data):  # WebDataset shards written by `fvt data shard`: streamed, not scanned
+        from .streaming import build_shard_data
+
+        return build_shard_data(cfg, preprocessing or Preprocessing.from_config(cfg, default_input_size), rank)
     run_dir = Path(run_dir) if run_dir is not None else None
     writer = write and rank == 0 and run_dir is not None
     disc = discover(d.data, d.val_data)

@@ -7,15 +7,22 @@ one small object (:class:`DistInfo`) instead of sprinkling ``dist.get_rank()`` a
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import timedelta
 from typing import Optional
 
 import torch
 import torch.distributed as dist
 
-from ..errors import UsageError
+from ..errors import FvtError, UsageError
+
+
+class PeerFailure(FvtError):
+    """Another process of the job died or stopped responding within the collective timeout."""
 
 
 @dataclass
@@ -36,6 +43,70 @@ class DistInfo:
 
 def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def elastic_restart_count() -> int:
+    """How often torchrun (--max-restarts) has relaunched this node's workers; 0 on the first start."""
+    try:
+        return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    except ValueError:
+        return 0
+
+
+def elastic_run_id() -> Optional[str]:
+    """torchrun's --rdzv-id (e.g. the Slurm job id), None when unset or torchrun's default."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    return run_id if run_id and run_id != "none" else None
+
+
+def elastic_auto_resume(last: Path) -> bool:
+    """Whether this start continues ``last`` without --resume: it is a restart of the same job.
+
+    True when any rank was relaunched by torchrun (TORCHELASTIC_RESTART_COUNT > 0 -- only the
+    failed node counts up; the others were restarted for the membership change with 0, hence
+    the all-reduce), or when ``last`` was written under the same --rdzv-id (a requeued Slurm job,
+    a node replaced by a new launcher). A fresh job never picks up an old run's last.pt."""
+    restarted = elastic_restart_count() > 0
+    if is_initialized():
+        restarted = bool(all_reduce_max(torch.tensor([float(restarted)])).item())
+    if restarted:
+        return last.is_file()
+    run_id = elastic_run_id()
+    if run_id is None or not last.is_file():
+        return False
+    from ..models.checkpoint import safe_load
+
+    try:
+        return safe_load(last).get("elastic_run_id") == run_id
+    except FvtError:
+        return False
+
+
+ELASTIC_GRACE_S = 5.0
+# What gloo / NCCL / the c10d store say when a peer is gone or silent past the timeout.
+_PEER_SIGNS = ("timed out", "timeout", "connection closed by peer", "connection reset by peer", "broken pipe",
+               "nccl communicator was aborted", "watchdog caught collective operation timeout")
+
+
+@contextlib.contextmanager
+def peer_failures(timeout_s: int):
+    """Turn a collective that failed because a peer died or hung into one ``PeerFailure`` line
+    (exit code 2; under torchrun --max-restarts the job is then restarted) instead of a long
+    backend traceback -- or, without a timeout, a hang."""
+    try:
+        yield
+    except (RuntimeError, OSError) as e:  # DistBackendError / DistNetworkError are RuntimeErrors
+        text = str(e).lower()
+        if not is_initialized() or not any(s in text for s in _PEER_SIGNS):
+            raise
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        if os.environ.get("TORCHELASTIC_RUN_ID"):
+            # The peer's own launcher is restarting it and ours will restart us for the new membership:
+            # dying a moment later lets that happen as one rendezvous round instead of two racing ones.
+            time.sleep(ELASTIC_GRACE_S)
+        raise PeerFailure(f"rank {os.environ.get('RANK', '?')}: another process of the job died or did not answer "
+                          f"within --dist-timeout {timeout_s} s ({first[:200]}); check the other nodes' logs, "
+                          "or raise --dist-timeout for slow steps") from None
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -67,6 +138,10 @@ def init_distributed(device: str = "auto", timeout_s: int = 1800) -> DistInfo:
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     backend = "nccl" if dev.type == "cuda" else "gloo"
+    if timeout_s < 1:
+        raise UsageError(f"--dist-timeout {timeout_s}: give the seconds a collective may wait (e.g. 600)")
+    # Bounded: a peer that hangs (or dies without closing its sockets) fails the job after timeout_s
+    # instead of blocking the others forever; torchrun --max-restarts can then restart it.
     dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
     return DistInfo(dist.get_rank(), dist.get_world_size(), local, dev)
 

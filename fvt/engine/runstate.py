@@ -108,7 +108,7 @@ def checkpoint_dict(run: Run, epoch_complete: bool) -> dict:
         "sampler": {"epoch": s.epoch, "start": 0 if epoch_complete else s.position},
         "epoch_loss": {"sum": 0.0 if epoch_complete else s.loss_sum, "count": 0 if epoch_complete else s.loss_count},
         "best_history": [list(h) for h in run.topk.history], "bad_evals": s.bad_evals,
-        "epoch_complete": epoch_complete,
+        "epoch_complete": epoch_complete, "elastic_run_id": D.elastic_run_id(),  # a requeued job resumes by itself
     }
 
 

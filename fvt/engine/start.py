@@ -13,6 +13,7 @@ from typing import Optional
 
 from ..config import Config
 from ..errors import CheckpointError, DataError, UsageError
+from . import distributed as D
 from .checkpoint import check_resumable, load_checkpoint, validate_for_resume
 from .rundir import check_run_dir, resolve_run_dir
 
@@ -87,6 +88,10 @@ def plan_start(cfg: Config) -> StartPlan:
     check_config(cfg)
     check_names(cfg)
     r = cfg.train.resume
+    if not r and D.launched_by_torchrun():  # a torchelastic restart of this job continues its last.pt by itself
+        guess = resolve_run_dir(cfg.train.output, "auto")
+        if D.elastic_auto_resume(guess / "last.pt"):
+            r = "auto"
     if r and r != "auto" and not Path(r).is_file():
         raise UsageError(f"--resume {r}: no such checkpoint (--resume auto continues the run in --output)")
     run_dir = resolve_run_dir(cfg.train.output, r)

@@ -48,9 +48,10 @@ def train(cfg: Config, callbacks: Optional[list] = None) -> dict:
     step, epoch, loss, lr, img_per_s) and ``on_epoch_end(row: dict)`` (the metrics.csv row). They are
     called in the main process only; an exception in a callback stops the run like any other error."""
     created = not D.is_initialized()  # tear down only a process group this call set up
-    dist = D.init_distributed(cfg.train.device)
+    dist = D.init_distributed(cfg.train.device, cfg.train.dist_timeout)
     try:
-        return _train(cfg, dist, list(callbacks or []))
+        with D.peer_failures(cfg.train.dist_timeout):  # a lost or stuck peer: one clear line, not a hang
+            return _train(cfg, dist, list(callbacks or []))
     finally:
         if created:
             D.cleanup()

@@ -1,0 +1,174 @@
+"""Image folder vs WebDataset shards through fvt's training pipeline (``data_speed.py --shards``).
+
+    python benchmarks/data_speed.py --shards [--data DIR] [--synthetic 50000] [--workers 1 2]
+        [--size 224] [--batch-size 64] [--work-dir /tmp/fvt_shard_speed] [--no-cold]
+
+For each data set (--data, default the flowers folder; and --synthetic N generated 256 px
+JPEGs, 0 to skip) the folder is sharded once with ``fvt data shard`` (--val-split 0), then one
+full training epoch is timed per (source, workers, cache) row: decode + RandAugment + random
+erasing + collate, exactly what ``fvt train`` runs, no model. Reported: img/s, CPU-seconds per
+image (this process plus its DataLoader workers) and the start-up time (the folder's scan of
+every file, the shards' index read).
+
+Cold cache: ``echo 3 > /proc/sys/vm/drop_caches`` when we may (root outside a container), else
+every file of the source is evicted with ``posix_fadvise(DONTNEED)`` after ``sync`` (works
+without privileges on Linux page cache; the row says which). Warm rows run the epoch twice and
+time the second. Other processes on the machine lower every number: run it on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fvt.config import Config  # noqa: E402
+from fvt.data import build_data, build_train_loader  # noqa: E402
+from fvt.data.shards import write_shards  # noqa: E402
+
+FLOWERS = Path(os.environ.get("FVT_FLOWERS", ROOT.parent / "shared" / "datasets" / "flowers"))
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the DataLoader workers, once joined)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def drop_cache(root: Path) -> str:
+    """Evict ``root``'s files from the page cache; returns how."""
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return "drop_caches"
+    except OSError:
+        pass
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            try:
+                fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+    return "fadvise"
+
+
+def generate(dst: Path, n: int, side: int = 256, source: Path = FLOWERS) -> Path:
+    """``n`` JPEGs of ``side`` px in 5 class folders, once: the flowers photos upscaled and shifted
+    (photo-like compressibility), or smooth random images when the flowers are absent."""
+    import numpy as np
+    from PIL import Image
+
+    done = dst / ".complete"
+    if done.is_file() and done.read_text() == f"{n} {side}":
+        return dst
+    photos = sorted(source.rglob("*.jpg"))[:500] if source.is_dir() else []
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        out = dst / f"class_{i % 5}" / f"{i:06d}.jpg"
+        if out.exists():
+            continue
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if photos:
+            im = Image.open(photos[i % len(photos)]).convert("RGB").resize((side + 32, side + 32), Image.BICUBIC)
+            dx, dy = (i // len(photos)) % 32, (i // (32 * len(photos))) % 32
+            im = im.crop((dx, dy, dx + side, dy + side))
+        else:
+            small = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+            im = Image.fromarray(small).resize((side, side), Image.BICUBIC)
+        im.save(out, quality=90)
+    done.write_text(f"{n} {side}")
+    return dst
+
+
+def epoch(data: Path, workers: int, size: int, batch: int, cold: bool) -> dict:
+    cfg = Config()
+    cfg.data.data, cfg.model.img_size = str(data), [size]
+    cfg.data.val_split, cfg.data.workers, cfg.data.batch_size = 0.0, workers, batch
+    t = time.perf_counter()
+    bundle = build_data(cfg, None)
+    start_s = time.perf_counter() - t
+    how = "warm"
+    for rep in range(1 if cold else 2):  # warm: the first pass fills the cache, the second is timed
+        loader = build_train_loader(bundle, cfg, seed=0)
+        loader.train_sampler.set_epoch(rep)
+        if cold:
+            how = drop_cache(data)
+        c, t = cpu_seconds(), time.perf_counter()
+        n = sum(len(b[0]) for b in loader if b is not None)
+        wall = time.perf_counter() - t
+        del loader
+        gc.collect()  # joins persistent workers, so their CPU time is counted
+        cpu = cpu_seconds() - c
+    return {"img_s": n / wall, "cpu_ms": 1000 * cpu / max(n, 1), "start_s": start_s, "cache": how, "n": n}
+
+
+def shard_rows(name: str, folder: Path, shards: Path, workers, size: int, batch: int, cold: bool) -> list:
+    rows = []
+    for cache in (["warm", "cold"] if cold else ["warm"]):
+        for w in workers:
+            for source, path in (("folder", folder), ("shards", shards)):
+                r = epoch(path, w, size, batch, cache == "cold")
+                rows.append((name, cache, w, source, r))
+                print(f"{name} {cache} ({r['cache']}), {w} workers, {source}: {r['img_s']:.0f} img/s, "
+                      f"{r['cpu_ms']:.1f} CPU-ms/img, start {r['start_s']:.1f} s ({r['n']} images)", flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="folder vs WebDataset shards through fvt's training pipeline")
+    ap.add_argument("--data", type=Path, default=FLOWERS)
+    ap.add_argument("--synthetic", type=int, default=50000, help="generated 256 px JPEGs (0: skip)")
+    ap.add_argument("--synthetic-side", type=int, default=256)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--size", type=int, default=224, help="training input size")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--shard-size", default="256MB")
+    ap.add_argument("--work-dir", type=Path, default=Path("/tmp/fvt_shard_speed"))
+    ap.add_argument("--no-cold", action="store_true", help="warm page cache rows only")
+    args = ap.parse_args(argv)
+    logging.getLogger("fvt.data").setLevel(logging.ERROR)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+    sets = []
+    if args.data.is_dir():
+        sets.append(("flowers" if args.data == FLOWERS else args.data.name, args.data))
+    else:
+        print(f"(skipping --data {args.data}: not found)")
+    if args.synthetic:
+        sets.append((f"{args.synthetic} x {args.synthetic_side} px",
+                     generate(args.work_dir / f"synthetic_{args.synthetic}_{args.synthetic_side}", args.synthetic,
+                              args.synthetic_side)))
+    rows = []
+    for name, folder in sets:
+        shards = args.work_dir / f"shards_{folder.name}"
+        write_shards(str(folder), str(shards), args.shard_size, val_split=0.0, echo=lambda *_: None)
+        rows += shard_rows(name, folder, shards, args.workers, args.size, args.batch_size, not args.no_cold)
+    print("\n| data | page cache | workers | folder img/s | shards img/s | shards / folder | "
+          "folder CPU-ms/img | shards CPU-ms/img | folder start s | shards start s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for i in range(0, len(rows), 2):
+        (name, cache, w, _, f), (_, _, _, _, s) = rows[i], rows[i + 1]
+        how = "warm" if cache == "warm" else f"cold ({f['cache']})"
+        print(f"| {name} | {how} | {w} | {f['img_s']:.0f} | {s['img_s']:.0f} | "
+              f"{s['img_s'] / f['img_s']:.2f}x | {f['cpu_ms']:.1f} | {s['cpu_ms']:.1f} | {f['start_s']:.1f} | "
+              f"{s['start_s']:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
