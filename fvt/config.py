@@ -148,7 +148,7 @@ class AugConfig:
 @dataclass
 class OptimConfig:
     opt: str = _opt("adamw", "Optimizer: any timm optimizer name (adamw, sgd, lamb, lion, ...) or sophia.")
-    lr: float = _opt(1e-3, "Peak learning rate (after optional --lr-base-batch scaling).", range="(0, inf)")
+    lr: float = _opt(1e-3, "Peak learning rate (after optional --lr-base-batch scaling).", range="[0, inf)")
     lr_base_batch: Optional[int] = _opt(None, "If set, lr is scaled linearly by global_batch / lr_base_batch.", range="[1, inf)")
     weight_decay: float = _opt(0.05, "Weight decay (never applied to norms, biases, position-bias MLPs).", range="[0, inf)")
     momentum: float = _opt(0.9, "SGD momentum.", range="[0, 1)")
@@ -442,8 +442,6 @@ def _cross_field_problems(cfg: "Config") -> list:
     m = cfg.sched.decay_milestones
     if all(isinstance(x, (int, float)) for x in m) and list(m) != sorted(m):
         out.append(f"--decay-milestones {_show(m)}: list the epochs in increasing order")
-    if cfg.sched.min_lr > cfg.optim.lr:
-        out.append(f"--min-lr {cfg.sched.min_lr:g} is above --lr {cfg.optim.lr:g}")
     return out
 
 

@@ -43,7 +43,7 @@ def _refused(argv, *needles):
     (["--distill-alpha", "3"], ["--distill-alpha 3"]),
     (["--drop-path-rate", "2"], ["--drop-path-rate 2", "[0, 1)"]),
     (["--smoothing", "2"], ["--smoothing 2", "[0, 1)"]),
-    (["--lr", "0"], ["--lr 0", "(0, inf)"]),
+    (["--lr", "-1"], ["--lr -1", "[0, inf)"]),
 ])
 def test_out_of_range_values_are_refused(argv, needles):
     """F10: values out of their declared range are refused by validate_config, naming flag and range."""
