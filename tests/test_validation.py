@@ -7,15 +7,15 @@ import math
 import os
 import subprocess
 import sys
+from typing import get_args
 
 import pytest
 import torch
 
 from fvt.cli import build_parser, main
-from typing import get_args
-
-from fvt.config import FIELD_TYPES, FIELDS, Config, Range, config_from_args, validate_config
+from fvt.config import FIELD_TYPES, FIELDS, Config, Range, config_from_args
 from fvt.errors import UsageError
+from fvt.validation import validate_config
 from test_train_helpers import REPO, TINY, make_folder, run_fvt
 
 

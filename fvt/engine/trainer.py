@@ -77,7 +77,9 @@ def _build_model(cfg: Config, num_classes: int, input_size, log):
 
 def train(cfg: Config) -> dict:
     """Train as ``cfg`` says; returns a summary (best metric, last metrics, steps, run_dir, stopped_by)."""
-    cfg.validate()  # every value in range, a window-able size, before any work (fvt.config.validate_config)
+    from ..validation import validate_config
+
+    validate_config(cfg)  # every value in its range, a window-able size: before any work
     created = not D.is_initialized()  # tear down only a process group this call set up
     dist = D.init_distributed(cfg.train.device)
     try:
