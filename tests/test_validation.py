@@ -7,15 +7,15 @@ import math
 import os
 import subprocess
 import sys
+from typing import get_args
 
 import pytest
 import torch
 
 from fvt.cli import build_parser, main
-from typing import get_args
-
-from fvt.config import FIELD_TYPES, FIELDS, Config, Range, config_from_args, validate_config
+from fvt.config import FIELD_TYPES, FIELDS, Config, Range, config_from_args
 from fvt.errors import UsageError
+from fvt.validation import validate_config
 from test_train_helpers import REPO, TINY, make_folder, run_fvt
 
 
@@ -43,7 +43,7 @@ def _refused(argv, *needles):
     (["--distill-alpha", "3"], ["--distill-alpha 3"]),
     (["--drop-path-rate", "2"], ["--drop-path-rate 2", "[0, 1)"]),
     (["--smoothing", "2"], ["--smoothing 2", "[0, 1)"]),
-    (["--lr", "0"], ["--lr 0", "(0, inf)"]),
+    (["--lr", "-1"], ["--lr -1", "[0, inf)"]),
 ])
 def test_out_of_range_values_are_refused(argv, needles):
     """F10: values out of their declared range are refused by validate_config, naming flag and range."""

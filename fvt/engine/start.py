@@ -30,10 +30,8 @@ class StartPlan:
 
 
 def check_config(cfg: Config) -> None:
-    """The config's own range checks (fvt.config, when it has them), then what only training needs."""
-    validate = getattr(cfg, "validate", None)
-    if callable(validate):
-        validate()
+    """What only training needs, beyond the config's own range checks (fvt.validation.validate_config,
+    which `train` runs first)."""
     if not cfg.data.data:
         raise UsageError("no data given: pass --data DIR (class folders, or train/ and val/) or set data: in --config")
     if cfg.data.batch_size < 2:

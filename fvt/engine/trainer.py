@@ -47,6 +47,9 @@ def train(cfg: Config, callbacks: Optional[list] = None) -> dict:
     ``callbacks``: objects with optional methods ``on_step(record: dict)`` (after every optimizer step:
     step, epoch, loss, lr, img_per_s) and ``on_epoch_end(row: dict)`` (the metrics.csv row). They are
     called in the main process only; an exception in a callback stops the run like any other error."""
+    from ..validation import validate_config
+
+    validate_config(cfg)  # every value in its range, a window-able size: before any work
     created = not D.is_initialized()  # tear down only a process group this call set up
     dist = D.init_distributed(cfg.train.device, cfg.train.dist_timeout)
     try:
