@@ -102,6 +102,8 @@ def make_step(model, size: int, batch: int, prec: str, mode: str, device: torch.
 def run_row(models: dict, args, size: int, mode: str, prec: str, device: torch.device, timer) -> dict:
     """img/s per run name over the repetitions (interleaved), and CUDA peak memory."""
     steps, peak = {}, {}
+    if args.compile:  # fresh compiles per row: dynamo's per-function recompile limit is 8
+        torch._dynamo.reset()
     for name, model in models.items():
         impl, layout = name.split("/")
         steps[name] = make_step(model, size, args.batch_size, prec, mode, device, layout, args.compile)
