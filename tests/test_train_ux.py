@@ -60,4 +60,4 @@ def test_pretrained_freeze_log(tmp_path):
     text = r.stdout + r.stderr
     assert "pretrained:" in text and "frozen:" in text
     head = 320 * 3 + 3  # classifier of faster_vit_nano (320 features) for 3 classes
-    assert f"{head / 1e6:.2f}M of" in text
+    assert f"{head:,} of 4.32M parameters train" in text  # F11: exact, not "0.00M of"

@@ -219,6 +219,10 @@ def _timm_entry(name: str, pretrained=False, pretrained_cfg=None, pretrained_cfg
     if features_only:
         from timm.models import FeatureHookNet
 
+        if feature_cls not in (None, "hook"):
+            raise UsageError(f"features_only with feature_cls={feature_cls!r}: fvt's models support the default "
+                             f"(hooks on each stage)")
+
         idx = tuple(out_indices) if out_indices is not None else tuple(range(len(model.levels)))
         # Hooks, because the stages live in a ModuleList the rewriting wrappers cannot flatten. A stage's
         # feature map (the channels/stride feature_info lists) is the input of its downsample layer.
