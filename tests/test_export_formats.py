@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from eval_fixtures import CLASSES, IMG, make_checkpoint, make_folder  # noqa: E402
@@ -59,7 +58,7 @@ def test_onnx_precisions_simplify_and_normalize_inside(setup, tmp_path):
     res = _export(setup, "onnx", tmp_path / "n.onnx", "--simplify", "--with-normalize")
     assert res["max_abs_prob_diff"] <= 1e-4
     rgb = np.random.default_rng(0).integers(0, 256, (2, 3, IMG, IMG)).astype(np.float32)
-    ref, ck = _torch_probs(ckpt, None) if False else (None, torch.load(ckpt, weights_only=True))
+    ck = torch.load(ckpt, weights_only=True)
     mean, std = (np.array(ck["preprocessing"][k], np.float32).reshape(1, 3, 1, 1) for k in ("mean", "std"))
     want, _ = _torch_probs(ckpt, torch.from_numpy((rgb / 255.0 - mean) / std))
     sess = ort.InferenceSession(str(tmp_path / "n.onnx"), providers=["CPUExecutionProvider"])

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import CheckpointError, UsageError
 from . import verify as V
-from .backends import META_KEY, require
+from .backends import META_KEY
 from .loading import LoadedModel
 
 FORMATS = ("onnx", "openvino", "tensorrt", "coreml", "torchscript", "safetensors", "timm-folder")
@@ -182,7 +182,8 @@ def _remove(out: Path) -> None:
         shutil.rmtree(out, ignore_errors=True)
     else:
         out.unlink(missing_ok=True)
-        out.with_suffix(".bin").unlink(missing_ok=True) if out.suffix == ".xml" else None
+        if out.suffix == ".xml":  # OpenVINO weights beside the graph
+            out.with_suffix(".bin").unlink(missing_ok=True)
 
 
 def _verify(loaded: LoadedModel, fmt: str, out: Path, opts: ExportOptions, images, source: str) -> dict:
