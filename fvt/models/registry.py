@@ -203,6 +203,7 @@ def _timm_entry(name: str, pretrained=False, pretrained_cfg=None, pretrained_cfg
 
     cfg = resolve_pretrained_cfg(name, pretrained_cfg=pretrained_cfg,
                                  pretrained_cfg_overlay=pretrained_cfg_overlay).to_dict()
+    kw.pop("pretrained_model_args", None)  # timm's copy of a local-dir config.json's model args (already in kw)
     model = build_model(name, **kw)
     model.pretrained_cfg.update({k: cfg[k] for k in ("file", "url", "hf_hub_id", "hf_hub_filename") if cfg.get(k)})
     if pretrained:
