@@ -48,3 +48,19 @@ def test_inspect_verify_and_presplit(tmp_path, capsys):
     assert main(["data", "inspect", str(tmp_path / "d"), "--verify", "--output", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "presplit" in text and "(full decode)" in text and "train" in text and "val" in text
+
+
+def test_d7_inspect_chart_with_dollar_class_names(tmp_path):
+    """D7: `fvt data inspect --output` draws class names like `$\\undefinedcmd{$` literally (no mathtext crash)."""
+    import numpy as np
+    from PIL import Image
+
+    from fvt.data.commands import inspect_folder
+
+    for name in (r"$\undefinedcmd{$", "cost $5"):
+        d = tmp_path / "data" / name
+        d.mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(d / f"{i}.png")
+    assert inspect_folder(str(tmp_path / "data"), output=str(tmp_path / "out")) == 0
+    assert (tmp_path / "out" / "class_distribution.png").stat().st_size > 0

@@ -86,7 +86,8 @@ def _plot(counts: Dict[str, Dict[str, int]], classes: List[str], path: Path) -> 
         xs = [i + (k - (len(counts) - 1) / 2) * width for i in range(len(classes))]
         ax.bar(xs, [per.get(c, 0) for c in classes], width, label=split)
     ax.set_xticks(range(len(classes)))
-    ax.set_xticklabels(classes, rotation=45 if len(classes) > 6 else 0, ha="right" if len(classes) > 6 else "center")
+    # a class named like "$x$" is literal text, not matplotlib mathtext (D7)
+    ax.set_xticklabels([str(c).replace("$", r"\$") for c in classes], rotation=45 if len(classes) > 6 else 0, ha="right" if len(classes) > 6 else "center")
     ax.set_ylabel("images")
     ax.set_title("Images per class")
     if len(counts) > 1:
