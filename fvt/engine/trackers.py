@@ -212,6 +212,9 @@ def open_trackers(names: Iterable[str], run_dir: Path, warn) -> List[Tracker]:
     for name in names:
         try:
             out.append(FACTORIES[name](Path(run_dir)))
+        except ImportError:  # an extra that is not installed (TensorBoard, the default): say which
+            warn(f"note: --log-to {name} is off ({MODULE[name]} is not installed: "
+                 f"pip install 'fastervit-toolkit[{EXTRA[name]}]'); the run's own logs go on")
         except Exception as e:  # a tracker outage must not cost the training run
             warn(f"warning: --log-to {name} disabled ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
     return out

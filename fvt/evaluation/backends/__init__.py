@@ -30,12 +30,10 @@ EXTRAS = {"onnx": "onnx", "onnxruntime": "onnx", "onnxslim": "onnx", "openvino":
 
 
 def require(module: str, why: str):
-    """Import an optional dependency or fail with one line naming the pip extra."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        extra = EXTRAS.get(module, module)
-        raise UsageError(f"{why} needs the '{module}' package: pip install 'fastervit-toolkit[{extra}]'") from None
+    """Import an optional dependency or fail with one line naming the pip extra (fvt.extras)."""
+    from ...extras import require as require_extra
+
+    return require_extra(module, EXTRAS.get(module, module), why)
 
 
 class Runtime(torch.nn.Module):
