@@ -128,7 +128,7 @@ def test_D1_read_only_output_nonroot(setup, tmp_path, capsys):
     ro.mkdir()
     ro.chmod(0o500)
     rc, err = _err(capsys, "predict", "--checkpoint", str(ckpt), str(data), "--output", str(ro / "p.csv"))
-    assert rc == 2 and "not writable" in err
+    assert rc == 2 and "cannot write in" in err
 
 
 def test_D1_output_that_is_a_file_or_folder(setup, tmp_path, capsys, monkeypatch):
@@ -137,17 +137,17 @@ def test_D1_output_that_is_a_file_or_folder(setup, tmp_path, capsys, monkeypatch
     f = tmp_path / "afile"
     f.write_text("x")
     rc, err = _err(capsys, "eval", "--checkpoint", str(ckpt), "--data", str(data), "--output", str(f))
-    assert rc == 2 and "is an existing file" in err
+    assert rc == 2 and "is a file, not a folder" in err
     (tmp_path / "d.csv").mkdir()
     rc, err = _err(capsys, "predict", "--checkpoint", str(ckpt), str(data), "--output", str(tmp_path / "d.csv"))
-    assert rc == 2 and "existing folder" in err
+    assert rc == 2 and "is a folder; name a file" in err
     rc, err = _err(capsys, "export", "--checkpoint", str(ckpt), "--format", "onnx", "--output", str(f / "m.onnx"))
     assert rc == 2 and "is a file" in err
-    import fvt.evaluation.outputs as outputs
+    import fvt.paths
 
-    monkeypatch.setattr(outputs.os, "access", lambda *a: False)  # as a read-only mount looks to a non-root user
+    monkeypatch.setattr(fvt.paths.os, "access", lambda *a: False)  # as a read-only mount looks to a non-root user
     rc, err = _err(capsys, "export", "--checkpoint", str(ckpt), "--format", "onnx", "--output", str(tmp_path / "m.onnx"))
-    assert rc == 2 and "not writable" in err
+    assert rc == 2 and "cannot write in" in err
 
 
 def test_selected_weights_followed_and_overridable(setup, tmp_path, capsys):
