@@ -198,10 +198,21 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def model_flops(model, size: int) -> int:
+    """FLOPs of one forward at ``size`` px, counted in eval mode (BatchNorm cannot run a train-mode batch of
+    one on a 1x1 map: issue 17 F7); the model's mode is left as it was."""
+    from fvt.models.commands import count_flops
+
+    was_training = model.training
+    try:
+        return count_flops(model.eval(), (size, size))
+    finally:
+        model.train(was_training)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from fvt.models import create_model
-    from fvt.models.commands import count_flops
     from fvt.models.speed import matmul_peak
 
     if args.threads:
@@ -230,7 +241,7 @@ def main(argv=None) -> int:
         ref = build_official(args.model, size)
         ours = create_model(args.model, img_size=size)
         ours.load_state_dict(ref.state_dict())
-        flops = count_flops(ours.eval(), (size, size))  # eval: BatchNorm at batch 1 is fine there
+        flops = model_flops(ours, size)
         models = {r: copy.deepcopy(ref if r.startswith("official") else ours) for r in runs}
         for mode in args.modes:
             for prec in args.precisions:

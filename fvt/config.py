@@ -100,7 +100,7 @@ class ModelConfig:
     drop_path_rate: Optional[float] = opt(None, "Stochastic depth rate. Default: the variant's official value.", range="[0, 1)")
     drop_rate: float = opt(0.0, "Dropout before the classifier.", range="[0, 1)")
     freeze: str = opt("none", "Freeze weights: none, head (train only the head) or stages:N (freeze the first N stages).")
-    freeze_epochs: int = opt(0, "Fine-tune warm-up: train with --freeze (head when none) for the first N epochs, then the whole network.")
+    freeze_epochs: int = opt(0, "Fine-tune warm-up: train with --freeze (head when none) for the first N epochs, then the whole network.", range="[0, inf)")
     bn_eval: bool = opt(False, "Keep BatchNorm statistics frozen (eval mode) while training.")
     sync_bn: bool = opt(False, "Convert BatchNorm to SyncBatchNorm under distributed training.")
     grad_checkpointing: bool = opt(False, "Recompute activations in backward to save memory.")
@@ -120,7 +120,7 @@ class DataConfig:
     sampler: str = opt("random", "Training sampler.", choices=("random", "balanced", "repeated"))
     repeats: int = opt(3, "Repeats per image for the repeated-augmentation sampler.", range="[1, 64]")
     verify_images: bool = opt(False, "Fully decode every image in the start-up scan (slower; default: header check).")
-    shuffle_buffer: int = opt(1000, "Shards (--data from fvt data shard): samples in each worker's shuffle buffer.")
+    shuffle_buffer: int = opt(1000, "Shards (--data from fvt data shard): samples in each worker's shuffle buffer.", range="[1, inf)")
 
 
 @dataclass

@@ -42,6 +42,9 @@ def check_config(cfg: Config) -> None:
                          "pass recomputes one batch); raise --batch-size instead of accumulating")
     if cfg.optim.accum_steps < 1 or cfg.sched.epochs < 1:
         raise UsageError("--accum-steps and --epochs must be >= 1")
+    from .trackers import parse_log_to
+
+    parse_log_to(cfg.train.log_to)  # an unknown tracker or a missing mlflow/wandb: before the data scan
 
 
 def check_names(cfg: Config) -> None:
@@ -58,8 +61,10 @@ def check_names(cfg: Config) -> None:
     if cfg.optim.opt.lower() not in optimizers:
         raise UsageError(f"--opt {cfg.optim.opt!r} is not an optimizer timm or fvt knows"
                          f"{_hint(cfg.optim.opt.lower(), sorted(optimizers))}")
+    from ..data.streaming import is_shard_spec
+
     for flag, value in (("--data", cfg.data.data), ("--val-data", cfg.data.val_data)):
-        if value and not Path(value).exists():
+        if value and not is_shard_spec(value) and not Path(value).exists():  # shards: patterns, URLs, pipe:
             raise DataError(f"{flag} {value}: no such file or folder")
     for flag, value in (("--pretrained", cfg.model.pretrained), ("--teacher", cfg.distill.teacher),
                         ("--teacher-weights", cfg.distill.teacher_weights)):
