@@ -284,3 +284,22 @@ def test_report_and_figures_do_not_import_evaluate():
         names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         assert not any(x.endswith("evaluate") for x in names), (mod.__name__, names)
     assert "reliability.png" in figures_mod.FIGURES
+
+
+def test_f11_report_header_names_what_pretrained_loaded(tmp_path):
+    """F11: the pretrained-load report (loaded / re-initialised / rebuilt / frozen) reaches the report header,
+    not only the console; the wall time still sums start->stop pairs only."""
+    import json
+
+    from fvt.evaluation.runinfo import summary_facts
+
+    events = [{"kind": "start", "time": 100.0, "device": "cpu", "precision": "float32", "world_size": 1,
+               "global_batch": 8},
+              {"kind": "pretrained", "time": 101.0, "path": "/c/w.pth.tar", "spec": "official", "loaded": 210,
+               "reinitialised": ["head.weight", "head.bias"], "rebuilt": 6, "skipped": [], "frozen": 208},
+              {"kind": "stop", "time": 160.0}]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    facts = dict(summary_facts(tmp_path, {}))
+    assert facts["pretrained"] == ("210 tensors from official; re-initialised head.weight, head.bias; "
+                                   "6 position-bias buffers rebuilt for this size; 208 tensors frozen at the start")
+    assert facts["wall time"] == "1m 00s"

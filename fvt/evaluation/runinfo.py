@@ -34,7 +34,7 @@ def _flat(config: Optional[dict]) -> dict:
     return {k: v for sec in (config or {}).values() if isinstance(sec, dict) for k, v in sec.items()}
 
 
-def _events(run_dir: Path) -> List[dict]:
+def _events(run_dir: Path, kinds=("start", "stop")) -> List[dict]:
     p = run_dir / "log.jsonl"
     out = []
     if p.is_file():
@@ -43,7 +43,7 @@ def _events(run_dir: Path) -> List[dict]:
                 rec = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(rec, dict) and rec.get("kind") in ("start", "stop"):
+            if isinstance(rec, dict) and rec.get("kind") in kinds:
                 out.append(rec)
     return out
 
@@ -127,6 +127,19 @@ def summary_facts(run_dir: Path, eval_metrics: dict) -> List[Tuple[str, str]]:
         dev = ", ".join(str(x) for x in (s.get("device"), s.get("precision")) if x)
         procs = f"{s.get('world_size', 1)} process(es), global batch {s.get('global_batch', '?')}"
         facts.append(("device / precision", f"{dev + '; ' if dev else ''}{procs}"))
+    loads = _events(run_dir, ("pretrained",))
+    if loads:  # issue 17 F11: what --pretrained loaded, re-initialised and skipped, beside the console line
+        e = loads[0]
+        parts = [f"{e.get('loaded', 0)} tensors from {e.get('spec') or e.get('path')}"]
+        if e.get("reinitialised"):
+            parts.append("re-initialised " + ", ".join(map(str, e["reinitialised"])))
+        if e.get("rebuilt"):
+            parts.append(f"{e['rebuilt']} position-bias buffers rebuilt for this size")
+        if e.get("skipped"):
+            parts.append(f"{len(e['skipped'])} skipped")
+        if e.get("frozen"):
+            parts.append(f"{e['frozen']} tensors frozen at the start")
+        facts.append(("pretrained", "; ".join(parts)))
     return facts
 
 
