@@ -28,7 +28,6 @@ fastervit==1.0.0). Examples:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import os
 import platform
@@ -42,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fvt.models.speed import autocast, sync  # noqa: E402  (shared with `fvt bench`)
 
 LAYOUTS = {"default": torch.contiguous_format, "channels_last": torch.channels_last}
 
@@ -57,19 +57,6 @@ def build_official(name: str, size: int):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return getattr(off, name)(**kw)
-
-
-def autocast(device: torch.device, prec: str):
-    if prec == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if prec == "fp16":
-        return torch.autocast(device.type, dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def make_step(model, size: int, batch: int, prec: str, mode: str, device: torch.device, layout: str,

@@ -10,7 +10,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def _autocast(device: torch.device, amp: str):
+def autocast(device: torch.device, amp: str):
+    """The autocast context for ``amp`` (none, bf16, fp16) on ``device``."""
     if amp == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     if amp == "fp16":
@@ -18,7 +19,8 @@ def _autocast(device: torch.device, amp: str):
     return contextlib.nullcontext()
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for queued CUDA work, so a timer measures it (no-op on CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -41,7 +43,7 @@ def measure(model: nn.Module, img_size: tuple, batch_size: int = 32, amp: str = 
         model.eval()
 
         def step():
-            with torch.inference_mode(), _autocast(dev, amp):
+            with torch.inference_mode(), autocast(dev, amp):
                 model(x)
     else:
         model.train()
@@ -49,7 +51,7 @@ def measure(model: nn.Module, img_size: tuple, batch_size: int = 32, amp: str = 
         opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
 
         def step():
-            with _autocast(dev, amp):
+            with autocast(dev, amp):
                 loss = F.cross_entropy(model(x), y)
             loss.backward()
             opt.step()
@@ -57,11 +59,11 @@ def measure(model: nn.Module, img_size: tuple, batch_size: int = 32, amp: str = 
     for _ in range(warmup):
         step()
     timer = time.process_time if clock == "cpu" else time.perf_counter
-    _sync(dev)
+    sync(dev)
     t = timer()
     for _ in range(steps):
         step()
-    _sync(dev)
+    sync(dev)
     return batch_size * steps / (timer() - t)
 
 
@@ -74,11 +76,11 @@ def matmul_peak(device: str = "cpu", amp: str = "none", n: int = 2048, steps: in
     b = torch.randn(n, n, device=dev, dtype=dtype)
     for _ in range(2):
         a @ b
-    _sync(dev)
+    sync(dev)
     t = time.perf_counter()
     for _ in range(steps):
         a @ b
-    _sync(dev)
+    sync(dev)
     return 2 * n ** 3 * steps / (time.perf_counter() - t)
 
 
