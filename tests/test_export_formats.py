@@ -145,3 +145,15 @@ def test_eval_scores_exports_with_backend_named(setup, tmp_path):
         assert m["backend"] == name
         tops[name] = [r.split(",")[2] for r in (out / "predictions.csv").read_text().splitlines()[1:]]
     assert tops["pytorch"] == tops["onnxruntime"]  # same prediction for every image
+
+
+def test_low_precision_export_with_poor_agreement_fails():
+    """A fp16/int8 export whose top-1 agrees with PyTorch on too few check images fails its check (an OpenVINO
+    int8 export of a flowers model agreed on 69.5% and lost 22 points of top-1 while the check said ok)."""
+    from fvt.evaluation.verify import judge
+
+    ok = {"images": 256, "finite": True, "max_abs_prob_diff": 0.02, "top1_agreement": 0.996}
+    bad = dict(ok, top1_agreement=0.695, max_abs_prob_diff=0.59)
+    assert judge(ok, "int8") is None and judge(ok, "fp16") is None
+    assert "69.5% of 256 images" in judge(bad, "int8")
+    assert judge(dict(bad, images=12), "int8") is None  # too few images to judge agreement
