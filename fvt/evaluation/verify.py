@@ -49,8 +49,8 @@ def judge(result: dict, precision: str) -> Optional[str]:
                 f"{PROB_TOLERANCE:g} for an fp32 export")
     if precision != "fp32" and result["images"] >= 20 and result["top1_agreement"] < MIN_TOP1_AGREEMENT:
         return (f"top-1 agrees with PyTorch on only {100 * result['top1_agreement']:.1f}% of "
-                f"{result['images']} images (at least {100 * MIN_TOP1_AGREEMENT:.0f}% needed for a "
-                f"{precision} export); use a float export or another runtime's {precision}")
+                f"{result['images']} images (at least {100 * MIN_TOP1_AGREEMENT:.0f}% needed for "
+                f"{precision} exports); use a float export or another runtime's {precision}")
     return None
 
 
