@@ -34,6 +34,7 @@ class RunLogger:
         self.epochs: list = []
         if not enabled:
             return
+        _pyplot()  # now, not at the first epoch's end: a Ctrl-C inside matplotlib's C-extension import aborts Python
         # a resumed run keeps its earlier epochs in the curves
         csv_path = self.dir / "metrics.csv"
         if csv_path.exists():
@@ -147,12 +148,19 @@ class RunLogger:
         self.trackers, self.tb = [], None
 
 
-def plot_curves(rows: list, path: Path) -> None:
-    """Loss, accuracy and lr against epoch (matplotlib, Agg backend: no display needed)."""
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(rows: list, path: Path) -> None:
+    """Loss, accuracy and lr against epoch."""
+    plt = _pyplot()
 
     ep = [r["epoch"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
