@@ -26,7 +26,27 @@ from torch.utils.data import Sampler
 _SEED_MAX = 2 ** 31 - 1
 
 
-class TrainSampler(Sampler):
+class EpochPosition:
+    """Where a training stream stands: the epoch, and the samples this rank already took in it (resume)."""
+
+    epoch: int = 0
+    start: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self.start = int(epoch), 0
+
+    def set_start(self, n: int) -> None:
+        self.start = max(0, int(n))
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "start": self.start}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.set_epoch(state.get("epoch", 0))
+        self.set_start(state.get("start", 0))
+
+
+class TrainSampler(EpochPosition, Sampler):
     """Base: shuffled permutation of the dataset (``random``)."""
 
     def __init__(self, num_samples: int, rank: int = 0, world_size: int = 1, seed: int = 0, shuffle: bool = True):
@@ -67,18 +87,6 @@ class TrainSampler(Sampler):
     def __len__(self) -> int:
         return max(0, self.epoch_length() - self.start)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch, self.start = int(epoch), 0
-
-    def set_start(self, n: int) -> None:
-        self.start = max(0, int(n))
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "start": self.start}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.set_epoch(state.get("epoch", 0))
-        self.set_start(state.get("start", 0))
 
 
 class RandomSampler(TrainSampler):

@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from ..errors import DataError
 from .dataset import ImageDataset, collate_drop_failed, seed_everything_from
 from .decode import ImageDecodeError, load_image
+from .samplers import EpochPosition
 from .shards import FORMAT, INDEX_NAME, require_webdataset
 
 _SHARD_NAME = re.compile(r"[^/\s]*\.tar")
@@ -154,7 +155,7 @@ def _worker() -> Tuple[int, int]:
     return (info.id, info.num_workers) if info is not None else (0, 1)
 
 
-class ShardTrainSet(IterableDataset):
+class ShardTrainSet(EpochPosition, IterableDataset):
     """A training stream with the sampler interface the trainer drives (``set_epoch``,
     ``set_start``, ``epoch_length``, ``state_dict``); ``len()`` = samples left this epoch."""
 
@@ -185,18 +186,6 @@ class ShardTrainSet(IterableDataset):
             sizes.pop()  # a last batch of one sample: BatchNorm cannot train on it (as TrainBatchSampler)
         return sizes
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch, self.start = int(epoch), 0
-
-    def set_start(self, n: int) -> None:
-        self.start = max(0, int(n))
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "start": self.start}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.set_epoch(state.get("epoch", 0))
-        self.set_start(state.get("start", 0))
 
     def __len__(self) -> int:
         return max(0, sum(self.batch_sizes()) - self.start)
