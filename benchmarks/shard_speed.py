@@ -1,7 +1,7 @@
 """Image folder vs WebDataset shards through fvt's training pipeline (``data_speed.py --shards``).
 
     python benchmarks/data_speed.py --shards [--data DIR] [--synthetic 50000] [--workers 1 2]
-        [--size 224] [--batch-size 64] [--work-dir /tmp/fvt_shard_speed] [--no-cold]
+        [--size 224] [--batch-size 64] [--work-dir /tmp/fvt_shard_speed] [--no-cold] [--max-images N]
 
 For each data set (--data, default the flowers folder; and --synthetic N generated 256 px
 JPEGs, 0 to skip) the folder is sharded once with ``fvt data shard`` (--val-split 0), then one
@@ -12,8 +12,9 @@ every file, the shards' index read).
 
 Cold cache: ``echo 3 > /proc/sys/vm/drop_caches`` when we may (root outside a container), else
 every file of the source is evicted with ``posix_fadvise(DONTNEED)`` after ``sync`` (works
-without privileges on Linux page cache; the row says which). Warm rows run the epoch twice and
-time the second. Other processes on the machine lower every number: run it on a quiet machine.
+without privileges on Linux page cache; the row says which). Warm rows first read every file of
+the source once. ``--max-images N`` times the first N images of each epoch only (a 50k-image epoch
+takes minutes per row on 2 cores). Other processes on the machine lower every number: run it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -96,34 +97,49 @@ def generate(dst: Path, n: int, side: int = 256, source: Path = FLOWERS) -> Path
     return dst
 
 
-def epoch(data: Path, workers: int, size: int, batch: int, cold: bool) -> dict:
+def warm_cache(root: Path) -> None:
+    """Read every file under ``root`` once, so the timed epoch finds all of them in the page cache."""
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                while f.read(1 << 22):
+                    pass
+
+
+def epoch(data: Path, workers: int, size: int, batch: int, cold: bool, max_images: int = 0) -> dict:
+    """One timed training epoch (or its first ``max_images`` images) from ``data``."""
     cfg = Config()
     cfg.data.data, cfg.model.img_size = str(data), [size]
     cfg.data.val_split, cfg.data.workers, cfg.data.batch_size = 0.0, workers, batch
     t = time.perf_counter()
     bundle = build_data(cfg, None)
     start_s = time.perf_counter() - t
-    how = "warm"
-    for rep in range(1 if cold else 2):  # warm: the first pass fills the cache, the second is timed
-        loader = build_train_loader(bundle, cfg, seed=0)
-        loader.train_sampler.set_epoch(rep)
-        if cold:
-            how = drop_cache(data)
-        c, t = cpu_seconds(), time.perf_counter()
-        n = sum(len(b[0]) for b in loader if b is not None)
-        wall = time.perf_counter() - t
-        del loader
-        gc.collect()  # joins persistent workers, so their CPU time is counted
-        cpu = cpu_seconds() - c
+    loader = build_train_loader(bundle, cfg, seed=0)
+    loader.train_sampler.set_epoch(0)
+    if cold:
+        how = drop_cache(data)
+    else:  # the whole source, not only what a partial epoch reads, so that every read is a cache hit
+        warm_cache(data)
+        how = "warm"
+    c, t, n = cpu_seconds(), time.perf_counter(), 0
+    for b in loader:
+        n += 0 if b is None else len(b[0])
+        if max_images and n >= max_images:
+            break
+    wall = time.perf_counter() - t
+    del loader
+    gc.collect()  # joins the workers, so their CPU time is counted
+    cpu = cpu_seconds() - c
     return {"img_s": n / wall, "cpu_ms": 1000 * cpu / max(n, 1), "start_s": start_s, "cache": how, "n": n}
 
 
-def shard_rows(name: str, folder: Path, shards: Path, workers, size: int, batch: int, cold: bool) -> list:
+def shard_rows(name: str, folder: Path, shards: Path, workers, size: int, batch: int, cold: bool,
+               max_images: int = 0) -> list:
     rows = []
     for cache in (["warm", "cold"] if cold else ["warm"]):
         for w in workers:
             for source, path in (("folder", folder), ("shards", shards)):
-                r = epoch(path, w, size, batch, cache == "cold")
+                r = epoch(path, w, size, batch, cache == "cold", max_images)
                 rows.append((name, cache, w, source, r))
                 print(f"{name} {cache} ({r['cache']}), {w} workers, {source}: {r['img_s']:.0f} img/s, "
                       f"{r['cpu_ms']:.1f} CPU-ms/img, start {r['start_s']:.1f} s ({r['n']} images)", flush=True)
@@ -141,6 +157,9 @@ def main(argv=None) -> int:
     ap.add_argument("--shard-size", default="256MB")
     ap.add_argument("--work-dir", type=Path, default=Path("/tmp/fvt_shard_speed"))
     ap.add_argument("--no-cold", action="store_true", help="warm page cache rows only")
+    ap.add_argument("--max-images", type=int, default=0,
+                    help="time only the first N images of each epoch (0: the whole epoch); the cache state "
+                         "is that of the whole source either way")
     args = ap.parse_args(argv)
     logging.getLogger("fvt.data").setLevel(logging.ERROR)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
@@ -157,7 +176,8 @@ def main(argv=None) -> int:
     for name, folder in sets:
         shards = args.work_dir / f"shards_{folder.name}"
         write_shards(str(folder), str(shards), args.shard_size, val_split=0.0, echo=lambda *_: None)
-        rows += shard_rows(name, folder, shards, args.workers, args.size, args.batch_size, not args.no_cold)
+        rows += shard_rows(name, folder, shards, args.workers, args.size, args.batch_size, not args.no_cold,
+                           args.max_images)
     print("\n| data | page cache | workers | folder img/s | shards img/s | shards / folder | "
           "folder CPU-ms/img | shards CPU-ms/img | folder start s | shards start s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
