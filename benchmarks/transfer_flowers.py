@@ -1,19 +1,22 @@
 """Does fine-tuning pay? Transfer between disjoint flower classes, measured with weights trained here.
 
     python benchmarks/transfer_flowers.py [--data DIR] [--output /tmp/fvt-transfer]
-        [--base-epochs 95] [--epochs 30] [--img-size 96] [--per-class 50]
+        [--base-epochs 95] [--epochs 30] [--img-size 96] [--per-class 50] [--seeds 0 1 2] [--reuse-base]
 
 1. base:      faster_vit_nano trained from scratch on daisy / dandelion / sunflower with the reference
               recipe (configs/flowers.yaml);
 2. finetune:  that run's best.pt fine-tuned on rose vs tulip, ``--per-class`` training images per class,
               with configs/finetune.yaml (head-only first epoch, lower lr, layer decay, EMA);
-3. scratch:   the same rose/tulip images from scratch with the reference recipe, same epochs, input size
+3. init:      the same images with the scratch recipe (configs/flowers.yaml) started from the base's
+              weights: what the weights alone bring, with the recipe held fixed;
+4. scratch:   the same rose/tulip images from scratch with the reference recipe, same epochs, input size
               and batch (so the same wall budget, within the warm-up epoch that fine-tuning spends on the head);
-4. both scored on every remaining rose / tulip image, at the LAST epoch (best.pt is picked on that same
-   set, so it would flatter both); a markdown table goes to stdout and OUTPUT/transfer.md.
+5. all scored on every remaining rose / tulip image, at the LAST epoch (best.pt is picked on that same
+   set, so it would flatter all); a markdown table goes to stdout and OUTPUT/transfer.md.
 
 Every training is the real command line (`python -m fvt train ...`). The class subsets are folders of
-symlinks under --output (outside the repository); nothing is copied.
+symlinks under --output (outside the repository); nothing is copied. With several --seeds (which
+rose/tulip images train), each seed gets its trio and the gains are reported per seed and as a mean.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import csv
 import os
 import platform
 import random
+import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -31,6 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BASE = ("daisy", "dandelion", "sunflower")
 TARGET = ("rose", "tulip")
+LABELS = {"finetune": "fine-tuned from base (configs/finetune.yaml)",
+          "init": "scratch recipe started from base weights", "scratch": "from scratch"}
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
@@ -44,15 +51,24 @@ def _link(files, dst: Path) -> None:
         (dst / f.name).symlink_to(f.resolve())
 
 
-def build_subsets(data: Path, out: Path, per_class: int, base_limit: int, seed: int) -> tuple:
-    """OUT/base3/<class>/ and OUT/rose_tulip/{train,val}/<class>/ as symlinks; returns (base, target, n_val)."""
-    base, target = out / "base3", out / "rose_tulip"
-    rng = random.Random(seed)
+def build_base(data: Path, out: Path, base_limit: int) -> Path:
+    """OUT/base3/<class>/ as symlinks (all images, or ``base_limit`` per class)."""
+    base = out / "base3"
+    rng = random.Random(0)
     for c in BASE:
         files = _images(data / c)
         if base_limit:
             files = rng.sample(files, min(base_limit, len(files)))
         _link(files, base / c)
+    return base
+
+
+def build_target(data: Path, out: Path, per_class: int, seed: int) -> tuple:
+    """OUT/rose_tulip-seedS/{train,val}/<class>/ as symlinks; returns (folder, n_val)."""
+    target = out / f"rose_tulip-seed{seed}"
+    if target.exists():
+        shutil.rmtree(target)
+    rng = random.Random(seed)
     n_val = 0
     for c in TARGET:
         files = _images(data / c)
@@ -62,7 +78,7 @@ def build_subsets(data: Path, out: Path, per_class: int, base_limit: int, seed: 
         _link(files[:per_class], target / "train" / c)
         _link(files[per_class:], target / "val" / c)
         n_val += len(files) - per_class
-    return base, target, n_val
+    return target, n_val
 
 
 def fvt_train(name: str, flags: list, runs: Path) -> tuple:
@@ -78,6 +94,11 @@ def fvt_train(name: str, flags: list, runs: Path) -> tuple:
     with open(out / "metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("val_top1") not in (None, "")]
     return rows[-1], wall
+
+
+def better(row: dict) -> float:
+    """The better of a run's raw and EMA top-1 (percent)."""
+    return max(float(row[k]) for k in ("val_top1", "ema_val_top1") if row.get(k) not in (None, ""))
 
 
 def _pct(row: dict, key: str) -> str:
@@ -99,7 +120,8 @@ def main() -> int:
     ap.add_argument("--base-limit", type=int, default=0, help="Cap images per base class (0: all; for smoke tests).")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--amp", default="auto", help="--amp of all three runs (auto decides per run by a timing).")
-    ap.add_argument("--seed", type=int, default=0, help="Which rose/tulip images train.")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="Which rose/tulip images train; "
+                    "one fine-tune / init / scratch trio per seed.")
     ap.add_argument("--reuse-base", action="store_true", help="Keep OUTPUT/runs/base3 if it has best.pt.")
     args = ap.parse_args()
 
@@ -114,12 +136,9 @@ def main() -> int:
     runs = out / "runs"
     base_ckpt = runs / "base3" / "best.pt"
     reuse = args.reuse_base and base_ckpt.is_file()
-    for sub in ("base3", "rose_tulip"):
-        if (out / sub).exists():
-            import shutil
-
-            shutil.rmtree(out / sub)
-    base, target, n_val = build_subsets(data, out, args.per_class, args.base_limit, args.seed)
+    if (out / "base3").exists():
+        shutil.rmtree(out / "base3")
+    base = build_base(data, out, args.base_limit)
     size = ["--img-size", args.img_size, "--workers", args.workers, "--amp", args.amp]
     flowers, finetune = REPO / "configs" / "flowers.yaml", REPO / "configs" / "finetune.yaml"
 
@@ -128,13 +147,27 @@ def main() -> int:
         row, wall = fvt_train("base3", ["--data", base, "--config", flowers, "--epochs", args.base_epochs, *size], runs)
         results.append(("base: daisy/dandelion/sunflower, scratch", "all" if not args.base_limit else
                         f"{args.base_limit}/class", args.base_epochs, wall, row, "its own 20% val split"))
-    # the same evaluation cadence for both, so their wall times compare (the last epoch is always evaluated)
-    two = ["--data", target, "--epochs", args.epochs, "--batch-size", args.batch_size, "--eval-every", 5, *size]
-    row, wall = fvt_train("finetune", [*two, "--config", finetune, "--model", "faster_vit_nano",
-                                       "--pretrained", base_ckpt, "--drop-path-rate", "0.05"], runs)
-    results.append(("rose/tulip, fine-tuned from base", f"{args.per_class}/class", args.epochs, wall, row, f"{n_val} held out"))
-    row, wall = fvt_train("scratch", [*two, "--config", flowers], runs)
-    results.append(("rose/tulip, from scratch", f"{args.per_class}/class", args.epochs, wall, row, f"{n_val} held out"))
+    gains = {}
+    for seed in args.seeds:
+        target, n_val = build_target(data, out, args.per_class, seed)
+        # scored at the last epoch only (the same for all, so their wall times compare)
+        two = ["--data", target, "--epochs", args.epochs, "--batch-size", args.batch_size,
+               "--eval-every", args.epochs, *size]
+        runs_of_seed = {
+            # the recipe a user gets: configs/finetune.yaml (head-only first epoch, lower lr, layer decay)
+            "finetune": [*two, "--config", finetune, "--model", "faster_vit_nano", "--pretrained", base_ckpt,
+                         "--drop-path-rate", "0.05"],
+            # the scratch recipe with the base's weights as the start: isolates what the weights bring
+            "init": [*two, "--config", flowers, "--pretrained", base_ckpt],
+            "scratch": [*two, "--config", flowers],
+        }
+        rows = {}
+        for name, flags in runs_of_seed.items():
+            rows[name], wall = fvt_train(f"{name}-seed{seed}", flags, runs)
+            results.append((f"rose/tulip, {LABELS[name]} (seed {seed})", f"{args.per_class}/class", args.epochs,
+                            wall, rows[name], f"{n_val} held out"))
+        for name in ("finetune", "init"):
+            gains.setdefault(name, []).append(better(rows[name]) - better(rows["scratch"]))
 
     lines = [f"Transfer on flowers, faster_vit_nano at {args.img_size} px, {platform.processor() or platform.machine()} "
              f"({os.cpu_count()} cores), last-epoch accuracy:", "",
@@ -142,17 +175,13 @@ def main() -> int:
              "|---|---|---|---|---|---|---|"]
     for name, n, ep, wall, row, on in results:
         lines.append(f"| {name} | {n} | {ep} | {wall:.0f} | {_pct(row, 'ema_val_top1')} | {_pct(row, 'val_top1')} | {on} |")
-    ft, sc = results[-2][4], results[-1][4]
-    # Like with like: each run's raw weights, each run's EMA, and each run's better of the two. The two
-    # recipes use different EMA decays, and a slow EMA that has not caught up in a short run would flatter
-    # whichever side has the faster one, so the headline is the better-of-two per run.
-    gains = []
-    for label, keys in (("raw", ("val_top1",)), ("EMA", ("ema_val_top1",)), ("better of raw/EMA", ("val_top1", "ema_val_top1"))):
-        a = [float(ft[k]) for k in keys if ft.get(k) not in (None, "")]
-        b = [float(sc[k]) for k in keys if sc.get(k) not in (None, "")]
-        if a and b:
-            gains.append(f"{label} {max(a) - max(b):+.1f}")
-    lines += ["", "Fine-tuning minus scratch, points: " + ", ".join(gains) + "."]
+    # Like with like: each run's better of raw and EMA weights. The recipes use different EMA decays, and a
+    # slow EMA that has not caught up in a short run would flatter whichever side has the faster one.
+    lines.append("")
+    for name, g in gains.items():
+        spread = f" (seeds: {', '.join(f'{x:+.1f}' for x in g)})" if len(g) > 1 else ""
+        lines.append(f"{LABELS[name]} minus scratch, better of raw/EMA per run, points: "
+                     f"mean {statistics.mean(g):+.1f}{spread}.")
     text = "\n".join(lines)
     print("\n" + text)
     (out / "transfer.md").write_text(text + "\n")

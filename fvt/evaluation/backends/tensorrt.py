@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Tuple
 
+import numpy as np
 import torch
 
 from ...errors import UsageError
@@ -22,16 +23,21 @@ def _need_gpu(what: str) -> None:
                          f"export --format onnx or openvino for CPU deployment")
 
 
+OPT_BATCH, MAX_BATCH = 32, 64  # the engine is tuned for batch 32 and accepts 1..64 (larger inputs run in slices)
+
+
 def export(model: torch.nn.Module, meta: dict, out: Path, example: torch.Tensor, precision: str = "fp16") -> dict:
     """Compile with torch-tensorrt and save a TorchScript-wrapped engine with the metadata beside it."""
     _need_gpu("a TensorRT export")
     trt = require("torch_tensorrt", "TensorRT export")
     dtypes = {"fp32": {torch.float32}, "fp16": {torch.float16, torch.float32}, "int8": {torch.int8, torch.float16}}
     model = model.cuda().eval()
-    example = example.cuda()
-    compiled = trt.compile(model, ir="ts", inputs=[trt.Input(example.shape, dtype=torch.float32)],
-                           enabled_precisions=dtypes[precision])
-    meta = dict(meta, precision=precision, input="normalized")
+    chw = tuple(example.shape[1:])
+    # A dynamic batch axis: an engine built for the tracing example's batch alone would refuse any other.
+    shape = trt.Input(min_shape=(1, *chw), opt_shape=(OPT_BATCH, *chw), max_shape=(MAX_BATCH, *chw),
+                      dtype=torch.float32)
+    compiled = trt.compile(model, ir="ts", inputs=[shape], enabled_precisions=dtypes[precision])
+    meta = dict(meta, precision=precision, input="normalized", max_batch=MAX_BATCH)
     torch.jit.save(compiled, str(out), _extra_files={f"{META_KEY}.json": json.dumps(meta)})
     return meta
 
@@ -42,10 +48,13 @@ def load(path: Path, device: str = "auto") -> Tuple[Runtime, dict]:
     extra = {f"{META_KEY}.json": ""}
     module = torch.jit.load(str(path), map_location="cuda", _extra_files=extra)
     meta = parse_meta(extra[f"{META_KEY}.json"], path)
-    batch = int(meta.get("batch", 0)) or None
+    batch = int(meta.get("batch", 0)) or None  # a static-batch engine
+    most = int(meta.get("max_batch", 0)) or None
 
     def run(a):
         with torch.no_grad():
-            return module(torch.from_numpy(a).cuda()).float().cpu().numpy()
+            if most and a.shape[0] > most:
+                return np.concatenate([run(a[i:i + most]) for i in range(0, a.shape[0], most)])
+            return module(torch.from_numpy(np.ascontiguousarray(a)).cuda()).float().cpu().numpy()
 
     return Runtime("tensorrt", run, meta, fixed_batch=batch), meta
