@@ -13,7 +13,8 @@ every file, the shards' index read).
 Cold cache: ``echo 3 > /proc/sys/vm/drop_caches`` when we may (root outside a container), else
 every file of the source is evicted with ``posix_fadvise(DONTNEED)`` after ``sync`` (works
 without privileges on Linux page cache; the row says which). Warm rows first read every file of
-the source once. ``--max-images N`` times the first N images of each epoch only (a 50k-image epoch
+the source once. The clock starts at the first batch (worker start-up is a per-epoch constant,
+not throughput). ``--max-images N`` times the first N images of each epoch only (a 50k-image epoch
 takes minutes per row on 2 cores). Other processes on the machine lower every number: run it on a quiet machine.
 """
 
@@ -24,7 +25,9 @@ import gc
 import logging
 import os
 import platform
+import random
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -121,8 +124,11 @@ def epoch(data: Path, workers: int, size: int, batch: int, cold: bool, max_image
     else:  # the whole source, not only what a partial epoch reads, so that every read is a cache hit
         warm_cache(data)
         how = "warm"
-    c, t, n = cpu_seconds(), time.perf_counter(), 0
+    c, n, t = cpu_seconds(), 0, None
     for b in loader:
+        if t is None:  # steady state: worker start-up (and the shuffle buffer's first fill) are not timed
+            t = time.perf_counter()
+            continue
         n += 0 if b is None else len(b[0])
         if max_images and n >= max_images:
             break
@@ -133,17 +139,54 @@ def epoch(data: Path, workers: int, size: int, batch: int, cold: bool, max_image
     return {"img_s": n / wall, "cpu_ms": 1000 * cpu / max(n, 1), "start_s": start_s, "cache": how, "n": n}
 
 
+def read_rate(folder: Path, shards: Path, limit: int) -> dict:
+    """Cold-cache I/O only, no decoding: ``limit`` files of the folder in a shuffled order (what a
+    training epoch reads) against the same number of bytes of the shards, read in order."""
+    files = [os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs]
+    random.Random(0).shuffle(files)
+    files = files[:limit or len(files)]
+    how = drop_cache(folder)
+    t, size = time.perf_counter(), 0
+    for path in files:
+        with open(path, "rb") as f:
+            size += len(f.read())
+    folder_s = time.perf_counter() - t
+    drop_cache(shards)
+    t, got = time.perf_counter(), 0
+    for path in sorted(shards.glob("*.tar")):
+        with open(path, "rb") as f:
+            while got < size and (chunk := f.read(1 << 20)):
+                got += len(chunk)
+    shards_s = time.perf_counter() - t
+    return {"folder": len(files) / folder_s, "shards": len(files) * (got / size) / shards_s, "cache": how}
+
+
 def shard_rows(name: str, folder: Path, shards: Path, workers, size: int, batch: int, cold: bool,
-               max_images: int = 0) -> list:
+               max_images: int = 0, reps: int = 1) -> list:
+    """(name, cache, workers, {"folder": [results], "shards": [results]}) per row; the two sources
+    alternate within a row, so a burst of load hits both."""
     rows = []
     for cache in (["warm", "cold"] if cold else ["warm"]):
         for w in workers:
-            for source, path in (("folder", folder), ("shards", shards)):
-                r = epoch(path, w, size, batch, cache == "cold", max_images)
-                rows.append((name, cache, w, source, r))
-                print(f"{name} {cache} ({r['cache']}), {w} workers, {source}: {r['img_s']:.0f} img/s, "
-                      f"{r['cpu_ms']:.1f} CPU-ms/img, start {r['start_s']:.1f} s ({r['n']} images)", flush=True)
+            got = {"folder": [], "shards": []}
+            for rep in range(reps):
+                for source, path in (("folder", folder), ("shards", shards))[::1 if rep % 2 == 0 else -1]:
+                    r = epoch(path, w, size, batch, cache == "cold", max_images)
+                    got[source].append(r)
+                    print(f"{name} {cache} ({r['cache']}), {w} workers, {source}: {r['img_s']:.0f} img/s, "
+                          f"{r['cpu_ms']:.1f} CPU-ms/img, start {r['start_s']:.1f} s ({r['n']} images)",
+                          flush=True)
+            rows.append((name, cache, w, got))
     return rows
+
+
+def _med(results: list, key: str) -> float:
+    return statistics.median(r[key] for r in results)
+
+
+def _cell(results: list) -> str:
+    rates = [r["img_s"] for r in results]
+    return f"{statistics.median(rates):.0f}" + (f" ({min(rates):.0f}-{max(rates):.0f})" if len(rates) > 1 else "")
 
 
 def main(argv=None) -> int:
@@ -157,6 +200,7 @@ def main(argv=None) -> int:
     ap.add_argument("--shard-size", default="256MB")
     ap.add_argument("--work-dir", type=Path, default=Path("/tmp/fvt_shard_speed"))
     ap.add_argument("--no-cold", action="store_true", help="warm page cache rows only")
+    ap.add_argument("--reps", type=int, default=1, help="repetitions per row (median, min-max)")
     ap.add_argument("--max-images", type=int, default=0,
                     help="time only the first N images of each epoch (0: the whole epoch); the cache state "
                          "is that of the whole source either way")
@@ -172,21 +216,28 @@ def main(argv=None) -> int:
         sets.append((f"{args.synthetic} x {args.synthetic_side} px",
                      generate(args.work_dir / f"synthetic_{args.synthetic}_{args.synthetic_side}", args.synthetic,
                               args.synthetic_side)))
-    rows = []
+    rows, io_rows = [], []
     for name, folder in sets:
         shards = args.work_dir / f"shards_{folder.name}"
         write_shards(str(folder), str(shards), args.shard_size, val_split=0.0, echo=lambda *_: None)
         rows += shard_rows(name, folder, shards, args.workers, args.size, args.batch_size, not args.no_cold,
-                           args.max_images)
+                           args.max_images, args.reps)
+        if not args.no_cold:
+            io_rows.append((name, read_rate(folder, shards, args.max_images)))
     print("\n| data | page cache | workers | folder img/s | shards img/s | shards / folder | "
           "folder CPU-ms/img | shards CPU-ms/img | folder start s | shards start s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for i in range(0, len(rows), 2):
-        (name, cache, w, _, f), (_, _, _, _, s) = rows[i], rows[i + 1]
-        how = "warm" if cache == "warm" else f"cold ({f['cache']})"
-        print(f"| {name} | {how} | {w} | {f['img_s']:.0f} | {s['img_s']:.0f} | "
-              f"{s['img_s'] / f['img_s']:.2f}x | {f['cpu_ms']:.1f} | {s['cpu_ms']:.1f} | {f['start_s']:.1f} | "
-              f"{s['start_s']:.1f} |")
+    for name, cache, w, got in rows:
+        f, sh = got["folder"], got["shards"]
+        how = "warm" if cache == "warm" else f"cold ({f[0]['cache']})"
+        ratios = [b["img_s"] / a["img_s"] for a, b in zip(f, sh)]
+        spread = f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
+        print(f"| {name} | {how} | {w} | {_cell(f)} | {_cell(sh)} | {statistics.median(ratios):.2f}x{spread} | "
+              f"{_med(f, 'cpu_ms'):.1f} | {_med(sh, 'cpu_ms'):.1f} | {_med(f, 'start_s'):.1f} | "
+              f"{_med(sh, 'start_s'):.1f} |")
+    for name, r in io_rows:
+        print(f"| {name} | cold ({r['cache']}), file reads only, no decoding | - | {r['folder']:.0f} | "
+              f"{r['shards']:.0f} | {r['shards'] / r['folder']:.1f}x | - | - | - | - |")
     return 0
 
 

@@ -245,3 +245,13 @@ def test_flowers_accuracy_resolves_relative_paths_from_the_current_folder(tmp_pa
     assert (tmp_path / "out" / "reference_result.json").is_file()
     assert not (REPO / "out").exists() and not (REPO / "data").exists()
     assert math.isfinite(json.loads((tmp_path / "out" / "reference_result.json").read_text())["wall_time_s"])
+
+
+def test_model_speed_verdict_is_met_only_when_the_whole_spread_clears_the_goal():
+    """A noisy row must read 'not shown', never a false 'met' (issue 15)."""
+    verdict = _load("model_speed").verdict
+    assert verdict([1.16, 1.20, 1.31], 1.15) == "met"
+    assert verdict([1.10, 1.20], 1.15) == "not shown"
+    assert verdict([0.99, 1.04], 1.0) == "not shown"
+    assert verdict([1.01, 1.11], 1.0) == "met"
+    assert verdict([1.02, 1.06], 1.15) == "not met"
