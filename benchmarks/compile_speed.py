@@ -13,8 +13,6 @@ Break-even is how many images a compiled run must process before the compile tim
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -25,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model_speed import LAYOUTS, make_step, spread, sync  # noqa: E402
+from model_speed import LAYOUTS, make_step, open_device, spread, sync  # noqa: E402
 
 
 def measure(args, size: int, mode: str, prec: str, dev: torch.device) -> dict:
@@ -73,11 +71,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    dev = torch.device(args.device)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or "CPU")
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    dev, name, load = open_device(args)
     print(f"# {args.model}, batch {args.batch_size}, {args.layout}, {dev} ({name}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {args.reps} reps x {args.steps} steps, load average {load:.1f}")
     print("| size | mode | precision | eager img/s | compiled img/s | speed-up | compile s | break-even images |")

@@ -40,10 +40,9 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fvt.models.speed import autocast, sync  # noqa: E402  (shared with `fvt bench`)
+from fvt.models.speed import make_step as speed_step, sync  # noqa: E402  (shared with `fvt bench`)
 
 LAYOUTS = {"default": torch.contiguous_format, "channels_last": torch.channels_last}
 
@@ -67,25 +66,7 @@ def make_step(model, size: int, batch: int, prec: str, mode: str, device: torch.
     fmt = LAYOUTS[layout]
     model = model.to(device, memory_format=fmt)
     x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
-    net = torch.compile(model) if compile_model else model
-    if mode == "eval":
-        model.eval()
-
-        def step():
-            with torch.inference_mode(), autocast(device, prec):
-                net(x)
-        return step
-    model.train()
-    y = torch.randint(0, getattr(model, "num_classes", 1000) or 1000, (batch,), device=device)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-
-    def step():
-        with autocast(device, prec):
-            loss = F.cross_entropy(net(x), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return step
+    return speed_step(model, x, mode, prec, device, torch.compile(model) if compile_model else None)
 
 
 def run_row(models: dict, args, size: int, mode: str, prec: str, device: torch.device, timer) -> dict:
@@ -202,16 +183,21 @@ def model_flops(model, size: int) -> int:
         model.train(was_training)
 
 
+def open_device(args) -> tuple:
+    """Apply --threads; return (device, its name, the load average now) for a benchmark's header."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or "CPU")
+    return dev, name, os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from fvt.models import create_model
     from fvt.models.speed import matmul_peak
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    dev = torch.device(args.device)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or "CPU")
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    dev, name, load = open_device(args)
     print(f"# {args.model}, batch {args.batch_size}, {dev} ({name}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, clock={args.clock}, compile={args.compile}, "
           f"{args.reps} reps x {args.steps} steps, load average at start {load:.1f}")

@@ -79,6 +79,16 @@ def _to_uint8(im: Image.Image) -> np.ndarray:
     return np.clip(a * (255.0 / top) + 0.5, 0, 255).astype(np.uint8)
 
 
+# Pillow signals corrupt input with many exception types; all mean "unusable file".
+_PILLOW_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
+                  TypeError, IndexError, KeyError, ZeroDivisionError, MemoryError)
+
+
+def _decode_error(e: Exception) -> "ImageDecodeError":
+    """One line of Pillow's message (or the exception's type) as an ImageDecodeError."""
+    return ImageDecodeError(str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
 def load_image(path: Union[str, Path], min_size: Optional[int] = None,
                background: Tuple[int, int, int] = BACKGROUND) -> Image.Image:
     """Open ``path`` fully decoded as RGB with EXIF orientation applied.
@@ -99,13 +109,8 @@ def load_image(path: Union[str, Path], min_size: Optional[int] = None,
                 im.load()
                 im = ImageOps.exif_transpose(im)
                 return to_rgb(im, background)
-    except ImageDecodeError:
-        raise
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
-            TypeError, IndexError, KeyError, ZeroDivisionError, MemoryError) as e:
-        # Pillow signals corrupt input with many exception types; all mean "unusable file".
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ImageDecodeError(msg) from None
+    except _PILLOW_ERRORS as e:
+        raise _decode_error(e) from None
 
 
 def verify_image(path: Union[str, Path]) -> None:
@@ -135,9 +140,5 @@ def verify_image(path: Union[str, Path]) -> None:
                 pixels = simplejpeg.decode_jpeg(f.read(), strict=True)
             if pixels.shape[:2] != (size[1], size[0]):
                 raise ImageDecodeError(f"decoded {pixels.shape[1]}x{pixels.shape[0]}, header says {size[0]}x{size[1]}")
-    except ImageDecodeError:
-        raise
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
-            TypeError, IndexError, KeyError, ZeroDivisionError, MemoryError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ImageDecodeError(msg) from None
+    except _PILLOW_ERRORS as e:
+        raise _decode_error(e) from None

@@ -25,6 +25,31 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def make_step(model: nn.Module, x: torch.Tensor, mode: str, amp: str, device: torch.device, net=None):
+    """A closure running one eval forward (``mode='eval'``) or one full train step (forward,
+    cross-entropy, backward, SGD update) of ``model`` on ``x``; ``net`` (e.g. the compiled model)
+    runs the forward in its place when given."""
+    net = model if net is None else net
+    if mode == "eval":
+        model.eval()
+
+        def step():
+            with torch.inference_mode(), autocast(device, amp):
+                net(x)
+        return step
+    model.train()
+    y = torch.randint(0, getattr(model, "num_classes", 1000) or 1000, (x.shape[0],), device=device)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+
+    def step():
+        with autocast(device, amp):
+            loss = F.cross_entropy(net(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
 def measure(model: nn.Module, img_size: tuple, batch_size: int = 32, amp: str = "none", mode: str = "eval",
             steps: int = 5, warmup: int = 2, device: str = "cpu", channels_last: bool = False,
             clock: str = "wall") -> float:
@@ -39,23 +64,7 @@ def measure(model: nn.Module, img_size: tuple, batch_size: int = 32, amp: str = 
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     x = torch.randn(batch_size, 3, *img_size, device=dev).contiguous(memory_format=fmt)
-    if mode == "eval":
-        model.eval()
-
-        def step():
-            with torch.inference_mode(), autocast(dev, amp):
-                model(x)
-    else:
-        model.train()
-        y = torch.randint(0, getattr(model, "num_classes", 1000) or 1000, (batch_size,), device=dev)
-        opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-
-        def step():
-            with autocast(dev, amp):
-                loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+    step = make_step(model, x, mode, amp, dev)
     for _ in range(warmup):
         step()
     timer = time.process_time if clock == "cpu" else time.perf_counter
