@@ -73,7 +73,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     dev, name, load = open_device(args)
     print(f"# {args.model}, batch {args.batch_size}, {args.layout}, {dev} ({name}), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {args.reps} reps x {args.steps} steps, load average {load:.1f}")
+          f"{torch.get_num_threads()} threads, allocator={args.allocator}, {args.reps} reps x {args.steps} steps, "
+          f"load average {load:.1f}")
     print("| size | mode | precision | eager img/s | compiled img/s | speed-up | compile s | break-even images |")
     print("|---:|---|---|---:|---:|---:|---:|---:|")
     for size in args.sizes:

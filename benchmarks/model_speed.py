@@ -45,6 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fvt.models.speed import make_step as speed_step, sync  # noqa: E402  (shared with `fvt bench`)
 
 LAYOUTS = {"default": torch.contiguous_format, "channels_last": torch.channels_last}
+# the compute kernels both implementations share (oneDNN convolutions, MKL/oneDNN matmuls)
+KERNEL_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::mkldnn_convolution",
+              "aten::convolution_backward", "aten::_convolution")
 
 
 def build_official(name: str, size: int):
@@ -144,6 +147,18 @@ def profile_row(models: dict, args, size: int, mode: str, prec: str, device: tor
         print(f"| {op} | " + " | ".join(f"{med[n].get(op, (0, 0))[0]:.1f} ({med[n].get(op, (0, 0))[1]})"
                                         for n in names) + " |")
     print("| **total** | " + " | ".join(f"{sum(v[0] for v in med[n].values()):.1f}" for n in names) + " |")
+    # The convolutions and matmuls are the same oneDNN/MKL calls with the same shapes in both
+    # implementations; everything else is where an implementation can win. The bound: fvt's step
+    # with all of its other ops free, against the official code's best run as measured.
+    kernel = {n: sum(med[n].get(op, (0.0, 0))[0] for op in KERNEL_OPS) for n in names}
+    total = {n: sum(v[0] for v in med[n].values()) for n in names}
+    print("| conv + matmul kernels | " + " | ".join(f"{kernel[n]:.1f} ({100 * kernel[n] / total[n]:.0f}%)"
+                                                     for n in names) + " |")
+    off = min((n for n in names if n.startswith("official")), key=total.get)
+    ours = min((n for n in names if n.startswith("fvt")), key=total.get)
+    print(f"# fvt/official upper bound if every non-kernel op of fvt were free: {total[off] / kernel[ours]:.2f}x; "
+          f"with fvt's other ops cut to zero only where they exceed the official code's: "
+          f"{total[off] / total[ours]:.2f}x now ({off} vs {ours})")
 
 
 def parse_args(argv=None):
@@ -166,6 +181,9 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice).")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="wall: img/s; cpu: img per CPU-second of this process (robust on a shared machine).")
+    p.add_argument("--allocator", choices=("tuned", "system"), default="tuned",
+                   help="tuned: keep freed memory for reuse, as fvt's commands do (fvt/runtime.py), for both "
+                        "implementations alike; system: glibc's defaults (page faults every step)")
     p.add_argument("--profile", action="store_true", help="print torch.profiler op tables instead of rates")
     p.add_argument("--top", type=int, default=12, help="ops per --profile table")
     return p.parse_args(argv)
@@ -184,7 +202,12 @@ def model_flops(model, size: int) -> int:
 
 
 def open_device(args) -> tuple:
-    """Apply --threads; return (device, its name, the load average now) for a benchmark's header."""
+    """Apply --threads and --allocator; return (device, its name, the load average now) for a benchmark's
+    header."""
+    if getattr(args, "allocator", "tuned") == "tuned":
+        from fvt.runtime import tune_allocator
+
+        args.allocator = tune_allocator()  # "tuned", or "unavailable" off glibc
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
@@ -199,7 +222,7 @@ def main(argv=None) -> int:
 
     dev, name, load = open_device(args)
     print(f"# {args.model}, batch {args.batch_size}, {dev} ({name}), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, clock={args.clock}, compile={args.compile}, "
+          f"{torch.get_num_threads()} threads, clock={args.clock}, compile={args.compile}, allocator={args.allocator}, "
           f"{args.reps} reps x {args.steps} steps, load average at start {load:.1f}")
     unit = "img/s" if args.clock == "wall" else "img/CPU-s"
     timer = time.process_time if args.clock == "cpu" else time.perf_counter

@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from .config import Config, FIELD_SECTION
 from .errors import DataError, UsageError
+from .runtime import tune_allocator
 
 PathLike = Union[str, Path]
 __all__ = ["train", "evaluate", "predict", "export", "TrainResult", "EvalResult", "PredictResult", "ExportResult"]
@@ -111,6 +112,8 @@ def train(config: Union[None, PathLike, Config, dict] = None, *,
     Ctrl-C saves last.pt and returns with ``stopped_by == "interrupted"``."""
     from .engine.trainer import BEST_KEYS, train as run_training
 
+    tune_allocator()  # as the commands do (fvt/runtime.py)
+
     cfg = build_config(config, **options)
     adapter = _FunctionCallbacks(on_step, on_epoch_end)
     summary = run_training(cfg, callbacks=[adapter, *(callbacks or [])])
@@ -156,6 +159,8 @@ def evaluate(checkpoint: PathLike, data: Optional[PathLike] = None, *, output: O
     ``data`` defaults to the run's own validation split."""
     from .evaluation.evaluate import evaluate_checkpoint
 
+    tune_allocator()  # as the commands do (fvt/runtime.py)
+
     rec = evaluate_checkpoint(checkpoint, data, output, **_given(ema=ema, batch_size=batch_size, device=device,
                                                                  workers=workers, log=log))
     if rec is None:  # a non-zero rank under torchrun: rank 0 holds the result
@@ -196,6 +201,8 @@ def predict(checkpoint: PathLike, images: Any, *, topk: int = 5, model: Optional
     """Classify like ``fvt predict``: ``images`` are files, folders, globs (str/Path), PIL images or
     tensors, one or a list. Unreadable files are listed in ``failed``; DataError if none is usable."""
     from .evaluation.predict import Classifier, check_topk, expand_paths
+
+    tune_allocator()  # as the commands do (fvt/runtime.py)
 
     items = _as_list(images)
     if not items:

@@ -16,6 +16,7 @@ import re
 import sys
 
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, FvtError, choice_message
+from .runtime import tune_allocator
 
 COMMANDS = {
     "train": ("fvt.engine.commands", "train", "Train a FasterViT classifier on an image folder."),
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2 if command is None else 0
+    tune_allocator()  # keep freed activation memory for reuse: no page faults every step
     try:
         return int(args._run(args) or 0)
     except FvtError as e:

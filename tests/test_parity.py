@@ -141,3 +141,33 @@ def test_gradient_parity_faster_vit_0(tmp_path):
     assert worst <= 1e-4, f"worst relative gradient difference {worst:.3g}"
     total = torch.cat([(grads[n].grad - g).flatten() for n, g in ref_grads.items()]).norm()
     assert total / torch.cat([g.flatten() for g in ref_grads.values()]).norm() <= 1e-4
+
+
+def test_eval_autocast_keeps_the_official_dtype_flow():
+    """Under bf16 autocast in eval, fvt's cached position embeddings are added in bf16 as the
+    official code's (and fvt's own training-mode) MLP output is: the token stream of the attention
+    stages stays bf16 in both, and fvt's logits are no further from a float64 reference."""
+    torch.manual_seed(0)
+    ref = build_official("faster_vit_0_224").eval()
+    perturb_(ref)
+    ours = create_model("faster_vit_0_224").eval()
+    ours.load_state_dict(ref.state_dict())
+    exact = create_model("faster_vit_0_224").eval()
+    exact.load_state_dict(ref.state_dict())
+    exact.double()
+    seen = {}
+    def record(name):
+        def hook(module, args):
+            seen.setdefault(name, args[0].dtype)
+        return hook
+
+    for name, model in (("ours", ours), ("ref", ref)):
+        model.levels[2].blocks[1].norm1.register_forward_pre_hook(record(name))
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        want = exact(x.double())
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got_ours, got_ref = ours(x).double(), ref(x).double()
+    assert seen == {"ours": torch.bfloat16, "ref": torch.bfloat16}
+    err_ours, err_ref = (got_ours - want).abs().max().item(), (got_ref - want).abs().max().item()
+    assert 0 < err_ours <= 1.5 * err_ref, (err_ours, err_ref)

@@ -46,10 +46,10 @@ class _CachedBias(nn.Module):
             return self.compute()
         if self._cache_key is None or self._cache_key != self._key():
             dev = self.relative_bias.device.type
-            # the cache is kept in float32 whatever autocast is active around this call
+            # the cache is computed without autocast: float32 whatever autocast is active around this call
             amp_off = torch.autocast(dev, enabled=False) if dev in ("cpu", "cuda") else contextlib.nullcontext()
             with torch.no_grad(), amp_off:
-                bias = self.compute().float()
+                bias = self.compute()  # in the parameters' dtype: float32 (float64 for a float64 model)
             if bias.shape == self.relative_bias.shape:
                 self.relative_bias.copy_(bias)
             else:  # input-dependent length (rank-1 embeddings on odd inputs): do not cache
@@ -120,7 +120,14 @@ class TokenPosEmbed(_CachedBias):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != self.seq_length:
             return x + self.compute(x.shape[1])
-        return x + super().forward()
+        emb = super().forward()
+        dev = x.device.type
+        if not self.training and torch.is_autocast_enabled(dev):
+            # The cache is float32, but under autocast the MLP (training, the official code) yields
+            # the autocast dtype: adding float32 would promote the whole token stream of the stage to
+            # float32 and cost every following op a wider pass (docs/speed.md: eval bf16 0.87x -> 1.07x).
+            emb = emb.to(torch.get_autocast_dtype(dev))
+        return x + emb
 
 
 class Mlp(nn.Module):
