@@ -122,7 +122,7 @@ class TokenPosEmbed(_CachedBias):
             return x + self.compute(x.shape[1])
         emb = super().forward()
         dev = x.device.type
-        if not self.training and torch.is_autocast_enabled(dev):
+        if not self.training and dev in ("cpu", "cuda") and torch.is_autocast_enabled(dev):
             # The cache is float32, but under autocast the MLP (training, the official code) yields
             # the autocast dtype: adding float32 would promote the whole token stream of the stage to
             # float32 and cost every following op a wider pass (docs/speed.md: eval bf16 0.87x -> 1.07x).
