@@ -5,6 +5,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from typing import get_args
@@ -255,3 +256,26 @@ def test_model_speed_verdict_is_met_only_when_the_whole_spread_clears_the_goal()
     assert verdict([0.99, 1.04], 1.0) == "not shown"
     assert verdict([1.01, 1.11], 1.0) == "met"
     assert verdict([1.02, 1.06], 1.15) == "not met"
+
+
+def test_model_speed_profile_states_the_kernel_bound_consistently():
+    """--profile ends each row with the conv+matmul kernel time and the bound fvt/official could reach
+    if everything else were free: kernels are part of the total, and the bound is the official total
+    over fvt's kernel time (so never below the profiled ratio). Both runs share the tuned allocator."""
+    pytest.importorskip("fastervit.models.faster_vit", reason="reference package fastervit==1.0.0 not installed")
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "model_speed.py"), "--profile", "--sizes", "32",
+                        "--modes", "eval", "--precisions", "fp32", "--layouts", "default", "--reps", "1",
+                        "--steps", "1", "--warmup", "1", "--batch-size", "2"],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.splitlines()
+    assert "allocator=tuned" in lines[0] or "allocator=unavailable" in lines[0]
+    cells = lambda prefix: [c.strip() for c in next(ln for ln in lines if ln.startswith(prefix)).split("|")[2:-1]]
+    total = [float(c) for c in cells("| **total**")]
+    kernel = [float(c.split()[0]) for c in cells("| conv + matmul kernels")]
+    assert all(0 < k <= t for k, t in zip(kernel, total))
+    bound_line = next(ln for ln in lines if ln.startswith("# fvt/official if every op"))
+    bound, now = (float(x) for x in re.findall(r"(\d+\.\d+)x", bound_line))
+    assert bound == pytest.approx(total[0] / kernel[1], abs=0.011)
+    assert now == pytest.approx(total[0] / total[1], abs=0.011) and bound >= now
