@@ -33,6 +33,7 @@ from fvt.engine.optim import build_optimizer  # noqa: E402
 from fvt.engine.steps import StepParts, TrainState, train_one_epoch  # noqa: E402
 from fvt.engine.precision import resolve_amp  # noqa: E402
 from fvt.models import create_model  # noqa: E402
+from fvt.runtime import tune_allocator  # noqa: E402
 
 
 def main() -> int:
@@ -47,6 +48,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=10, help="timed optimizer steps (after 3 warm-up steps)")
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
+    allocator = tune_allocator()  # as `fvt train` does; FVT_MALLOC=system measures glibc's defaults
     if not Path(a.data).is_dir():
         print(f"data folder not found: {a.data} (pass --data or set FVT_FLOWERS)", file=sys.stderr)
         return 2
@@ -111,7 +113,7 @@ def main() -> int:
 
     h, w = data.preprocessing.input_size
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads), device {device}")
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads), device {device}, allocator {allocator}")
     print(f"{cfg.model.model} {h}x{w}, batch {bs}, amp {cfg.train.amp}, workers {cfg.data.workers}, "
           f"auto_augment {cfg.aug.auto_augment}, mixup {cfg.aug.mixup}")
     print("| measurement | img/s |\n|---|---|")
