@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UsageError
+from ..runtime import tune_allocator
 
 
 def count_flops(model: torch.nn.Module, img_size: tuple) -> int:
@@ -149,7 +150,7 @@ def _run_backends(args: argparse.Namespace) -> int:
 
     names = [b.strip() for b in args.backend.split(",") if b.strip()]
     print(f"{args.model}, batch 1 latency / batch {args.batch_size} throughput, "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads, allocator {tune_allocator()}")
     print(HEADER)
     bench_backends(args.model, names, args.img_size, args.batch_size, max(args.steps, 3), args.warmup)
     return 0
@@ -179,5 +180,6 @@ def run_bench(args: argparse.Namespace) -> int:
     ev = measure(model, hw, mode="eval", **kw)
     tr = measure(model, hw, mode="train", **kw)
     print(f"{args.model} {hw[0]}x{hw[1]} batch {args.batch_size} amp {args.amp} on {device} "
-          f"({torch.get_num_threads()} threads): eval {ev:.1f} img/s, train step {tr:.1f} img/s")
+          f"({torch.get_num_threads()} threads, allocator {tune_allocator()}): eval {ev:.1f} img/s, "
+          f"train step {tr:.1f} img/s")
     return 0
