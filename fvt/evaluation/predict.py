@@ -23,6 +23,7 @@ from ..data import expand_image_paths
 from ..data.decode import ImageDecodeError, load_image
 from ..data.transforms import Preprocessing, eval_transform
 from ..errors import CheckpointError, DataError, UsageError
+from ..runtime import tune_allocator
 from .loading import LoadedModel, load_any
 from .metrics import softmax, topk as top_k
 
@@ -94,7 +95,9 @@ class Classifier:
     def from_checkpoint(cls, path: Union[str, Path], model: Optional[str] = None, ema: Optional[bool] = None,
                         device: str = "auto", batch_size: int = 32, workers: int = 0) -> "Classifier":
         """Any file fvt loads (checkpoint, safetensors, ONNX, OpenVINO, ...); an official
-        checkpoint needs ``model=NAME``. ``ema``: None = the weights the run selected."""
+        checkpoint needs ``model=NAME``. ``ema``: None = the weights the run selected. Tunes the process's
+        allocator as fvt's commands do (:mod:`fvt.runtime`)."""
+        tune_allocator()
         return cls(load_any(path, model_name=model, ema=ema, device=device), batch_size, workers)
 
     def _logits(self, batch: torch.Tensor) -> np.ndarray:
