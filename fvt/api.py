@@ -202,8 +202,6 @@ def predict(checkpoint: PathLike, images: Any, *, topk: int = 5, model: Optional
     tensors, one or a list. Unreadable files are listed in ``failed``; DataError if none is usable."""
     from .evaluation.predict import Classifier, check_topk, expand_paths
 
-    tune_allocator()  # as the commands do (fvt/runtime.py)
-
     items = _as_list(images)
     if not items:
         raise DataError("nothing to predict: no image given")

@@ -5,8 +5,8 @@ threshold are unmapped on free, and free memory at the top of the heap is trimme
 or inference step allocates and frees the same activation buffers every step, so every step
 pays page faults (the kernel zeroing fresh pages) on hundreds of megabytes. On a virtual machine
 that reclaims freed memory, this cost dominates element-wise ops: on the 2-core AMD EPYC dev VM a
-FasterViT-0 bf16 eval step ran 1.3-1.5x faster, and a train step 1.1x, once freed memory was kept
-for reuse (docs/speed.md). :func:`tune_allocator` asks glibc to keep it: no mmap for large blocks,
+FasterViT-0 bf16 eval step ran 1.13-1.37x faster, and a train step 1.04-1.18x, once freed memory was
+kept for reuse (docs/speed.md). :func:`tune_allocator` asks glibc to keep it: no mmap for large blocks,
 and trimming only beyond 2 GiB of free heap top. Memory use is bounded by the process's peak
 (what it already needed at once), it is just not handed back between steps.
 
