@@ -14,7 +14,7 @@ from PIL import Image
 
 from fvt.cli import main
 from fvt.config import Config
-from fvt.data.pipeline import build_data
+from fvt.data import build_data
 from fvt.data.synthetic import make_class_folder
 from fvt.data.transforms import Preprocessing, eval_transform
 

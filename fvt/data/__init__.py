@@ -27,7 +27,9 @@ from .dataset import ImageDataset, collate_drop_failed
 from .decode import IMAGE_EXTENSIONS, ImageDecodeError, load_image
 from .evalsets import expand_image_paths, image_folder, load_eval_set
 from .loaders import build_eval_loader, build_mixup, build_train_loader
-from .pipeline import DataBundle, build_data, stratified_split
+from .build import build_data
+from .bundle import DataBundle
+from .pipeline import stratified_split
 from .samplers import (BalancedSampler, RandomSampler, RASampler, ShardSampler, TrainBatchSampler, TrainSampler,
                        make_train_sampler)
 from .scan import check_image, find_duplicates, scan_files

@@ -95,7 +95,7 @@ def load_eval_set(config: Any, run_dir: Optional[PathLike] = None, data_override
     tf = eval_transform(preproc)
     if data_override is not None:
         return image_folder(data_override, tf, classes, preproc.min_decode_size)
-    from .pipeline import build_data
+    from .build import build_data
 
     if run_dir is not None and cfg.data.val_split > 0 and not (Path(run_dir) / "split.json").is_file():
         log.warning(f"{Path(run_dir) / 'split.json'} not found: recomputing the split from split_seed")

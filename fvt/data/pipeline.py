@@ -1,4 +1,5 @@
-"""The single entry point of the data stage: ``build_data(cfg, run_dir, rank, world_size)``.
+"""Folder and CSV data: ``build_folder_data(cfg, run_dir, rank, world_size)`` (``fvt.data.build_data``
+calls it for everything that is not shards).
 
 It discovers the layout (see ``discovery``), scans every file (``scan``), excludes bad files
 (``RUN/bad_files.txt`` + one warning line), checks the classes, splits ``folders``/``csv``
@@ -8,7 +9,7 @@ duplicates, and returns a ``DataBundle`` of ready datasets.
 
 Distributed: only rank 0 writes ``split.json`` / ``bad_files.txt`` and logs. The split is a
 pure function of the file list and ``split_seed``, and files are written atomically, so other
-ranks compute or read the same split; no barrier is needed inside ``build_data``. (Call
+ranks compute or read the same split; no barrier is needed inside ``build_folder_data``. (Call
 ``torch.distributed.barrier()`` after it if a rank must read a file rank 0 writes.)
 
 ``load_eval_set(config, run_dir, data_override)`` rebuilds a finished run's validation set
@@ -22,51 +23,19 @@ import logging
 import os
 import random
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..errors import DataError
+from .bundle import DataBundle
 from .dataset import ImageDataset
 from .discovery import Discovery, Labelled, discover
-from .scan import BAD_FILES_NAME, FileInfo, find_duplicates, scan_files, write_bad_files
+from .scan import BAD_FILES_NAME, find_duplicates, scan_files, write_bad_files
 from .transforms import Preprocessing, eval_transform, train_transform
 
 log = logging.getLogger("fvt.data")
 SPLIT_NAME = "split.json"
 PathLike = Union[str, os.PathLike]
-
-
-@dataclass
-class DataBundle:
-    train: ImageDataset
-    val: Optional[ImageDataset]
-    test: Optional[ImageDataset]
-    classes: List[str]
-    preprocessing: Preprocessing
-    layout: str
-    root: Path
-    counts: Dict[str, Dict[str, int]] = field(default_factory=dict)     # split -> class -> n
-    bad_files: List[Tuple[Path, str]] = field(default_factory=list)
-    duplicates_across: List[List[Path]] = field(default_factory=list)    # same bytes in train and val/test
-    duplicates_within: List[List[Path]] = field(default_factory=list)    # same bytes inside one split
-    ignored: Dict[str, int] = field(default_factory=dict)                # hidden / non_image / stray
-    split_file: Optional[Path] = None
-    infos: List[FileInfo] = field(default_factory=list)                  # scan result of every file
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def class_to_idx(self) -> Dict[str, int]:
-        return {c: i for i, c in enumerate(self.classes)}
-
-    def summary_lines(self) -> List[str]:
-        lines = [f"data: {self.root} ({self.layout}), {self.num_classes} classes: {', '.join(self.classes)}"]
-        for split, per in self.counts.items():
-            lines.append(f"  {split}: {sum(per.values())} images ({', '.join(f'{c} {n}' for c, n in per.items())})")
-        return lines
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -163,10 +132,10 @@ def _check_classes(disc: Discovery, usable: Dict[str, Labelled], raw: Dict[str, 
 
 
 # -- the entry point ---------------------------------------------------------------------
-def build_data(cfg: Any, run_dir: Optional[PathLike] = None, rank: int = 0, world_size: int = 1,
+def build_folder_data(cfg: Any, run_dir: Optional[PathLike] = None, rank: int = 0, world_size: int = 1,
                default_input_size: Optional[Sequence[int]] = None,
                preprocessing: Optional[Preprocessing] = None, write: bool = True) -> DataBundle:
-    """Discover, scan, split and wrap the data of ``cfg`` (a ``fvt.config.Config``).
+    """Discover, scan, split and wrap the folder or CSV data of ``cfg`` (a ``fvt.config.Config``).
 
     ``default_input_size``: the model's own input size, used when ``cfg.model.img_size`` is
     unset. ``write=False`` reads an existing ``split.json`` but writes nothing.
@@ -174,12 +143,6 @@ def build_data(cfg: Any, run_dir: Optional[PathLike] = None, rank: int = 0, worl
     d = cfg.data
     if not 0.0 <= d.val_split < 1.0:
         raise DataError(f"--val-split must be in [0, 1), got {d.val_split}")
-    from .streaming import is_shard_spec
-
-    if is_shard_spec(d.data):  # WebDataset shards written by `fvt data shard`: streamed, not scanned
-        from .streaming import build_shard_data
-
-        return build_shard_data(cfg, preprocessing or Preprocessing.from_config(cfg, default_input_size), rank)
     run_dir = Path(run_dir) if run_dir is not None else None
     writer = write and rank == 0 and run_dir is not None
     disc = discover(d.data, d.val_data)

@@ -183,7 +183,7 @@ def write_shards(src: str, output: str, shard_size: str = "256MB", val_split: fl
     """Shard ``src`` into ``output``; returns the index (also written to ``output/index.json``)."""
     wds = require_webdataset()
     from ..config import Config
-    from .pipeline import build_data
+    from .pipeline import build_folder_data
 
     shard_bytes = parse_size(shard_size)
     if max_size is not None and max_size < 8:
@@ -196,7 +196,7 @@ def write_shards(src: str, output: str, shard_size: str = "256MB", val_split: fl
     cfg = Config()
     cfg.data.data, cfg.data.val_data, cfg.data.val_split, cfg.data.split_seed = src, val_data, val_split, split_seed
     cfg.data.verify_images = verify
-    bundle = build_data(cfg, None, default_input_size=(224, 224), write=False)
+    bundle = build_folder_data(cfg, None, default_input_size=(224, 224), write=False)
     sets = {s: getattr(bundle, s) for s in SPLITS if getattr(bundle, s) is not None}
     classes = bundle.classes
     named = {s: [(p, classes[t]) for p, t in ds.samples] for s, ds in sets.items()}

@@ -332,7 +332,7 @@ def build_shard_data(cfg: Any, preproc, rank: int = 0):
     is the index's val split (or ``--val-data`` shards)."""
     import logging
 
-    from .pipeline import DataBundle
+    from .bundle import DataBundle
     from .transforms import eval_transform, train_transform
 
     source = ShardSource(cfg.data.data)

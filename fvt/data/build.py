@@ -1,0 +1,35 @@
+"""The single entry point of the data stage: ``build_data(cfg, run_dir, rank, world_size)``.
+
+Shards written by ``fvt data shard`` are streamed (``streaming``); folders and CSV files are
+scanned and split (``pipeline``). Both return a ``DataBundle``. The data modules import
+downhill from here: ``build`` -> ``pipeline`` / ``streaming`` -> ``bundle``, ``dataset``, ... ;
+the shard writer (``shards``) reads its source through ``pipeline``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+from .bundle import DataBundle
+from .transforms import Preprocessing
+
+
+def build_data(cfg: Any, run_dir: Optional[Union[str, os.PathLike, Path]] = None, rank: int = 0,
+               world_size: int = 1, default_input_size: Optional[Sequence[int]] = None,
+               preprocessing: Optional[Preprocessing] = None, write: bool = True) -> DataBundle:
+    """Discover, scan, split and wrap the data of ``cfg`` (a ``fvt.config.Config``).
+
+    ``default_input_size``: the model's own input size, used when ``cfg.model.img_size`` is
+    unset. ``write=False`` reads an existing ``split.json`` but writes nothing.
+    """
+    from .streaming import is_shard_spec
+
+    if is_shard_spec(cfg.data.data):  # WebDataset shards written by `fvt data shard`: streamed, not scanned
+        from .streaming import build_shard_data
+
+        return build_shard_data(cfg, preprocessing or Preprocessing.from_config(cfg, default_input_size), rank)
+    from .pipeline import build_folder_data
+
+    return build_folder_data(cfg, run_dir, rank, world_size, default_input_size, preprocessing, write)
