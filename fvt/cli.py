@@ -27,6 +27,8 @@ COMMANDS = {
     "models": ("fvt.models.commands", "models", "List the model variants: params, GFLOPs, input size."),
     "bench": ("fvt.models.commands", "bench", "Time a model on this machine (train/eval, or inference backends with --backend)."),
     "demo": ("fvt.evaluation.commands", "demo", "Train, evaluate and predict on a built-in digits dataset in minutes."),
+    "serve": ("fvt.serve.commands", "serve", "Serve a checkpoint or export over HTTP: batched, with metrics, a web page, "
+              "optionally on Ray."),
 }
 
 

@@ -18,8 +18,8 @@ CHECKPOINT_HELP = ("fvt checkpoint (RUN/best.pt), safetensors export, timm folde
                    "an official .pth.tar with --model.")
 
 
-def add_checkpoint_arguments(p, what: str = "Use") -> None:
-    p.add_argument("--checkpoint", "--pretrained", required=True, metavar="CKPT", help=CHECKPOINT_HELP)
+def add_checkpoint_arguments(p, what: str = "Use", required: bool = True) -> None:
+    p.add_argument("--checkpoint", "--pretrained", required=required, metavar="CKPT", help=CHECKPOINT_HELP)
     p.add_argument("--model", metavar="NAME", help="Model name for an official checkpoint (labelled with ImageNet names).")
     w = p.add_mutually_exclusive_group()
     w.add_argument("--ema", dest="ema", action="store_const", const=True, default=None,
@@ -101,8 +101,12 @@ def run_eval(args) -> int:
 
 # -- predict ---------------------------------------------------------------------------
 def add_predict_arguments(p) -> None:
-    add_checkpoint_arguments(p)
+    add_checkpoint_arguments(p, required=False)
     p.add_argument("paths", nargs="+", metavar="PATHS", help="Image files, folders (searched recursively) or globs.")
+    p.add_argument("--url", metavar="URL", help="Ask a running `fvt serve` at URL (http://HOST:PORT) instead of "
+                   "loading --checkpoint here; the output is the same.")
+    p.add_argument("--token", metavar="TOKEN", help="With --url: the server's bearer token. Default: the "
+                   "FVT_SERVE_TOKEN environment variable.")
     p.add_argument("--topk", type=int, default=5, metavar="K", help="Labels to show per image. [default: 5]")
     p.add_argument("--output", metavar="FILE", help="Also write the predictions to FILE.csv or FILE.json "
                    "(one row per input; unreadable files carry an error).")
@@ -110,38 +114,55 @@ def add_predict_arguments(p) -> None:
 
 
 def _write_predictions(path: Path, rows, k: int) -> None:
-    """``rows``: (source, Prediction or None, error) in input order."""
+    """``rows``: ``fvt.evaluation.predict.prediction_row`` dicts in input order (JSON as they are, CSV flat)."""
     if path.suffix.lower() == ".json":
-        doc = {"predictions": [{"path": s, "pred": p.label if p else None, "prob": p.prob if p else None,
-                                "topk": [{"label": lab, "prob": pr} for lab, pr in p.topk] if p else [],
-                                "error": err or None} for s, p, err in rows]}
-        path.write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
+        path.write_text(json.dumps({"predictions": list(rows)}, indent=2, ensure_ascii=False), encoding="utf-8")
         return
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["path", "pred", "prob"] + [c for i in range(2, k + 1) for c in (f"top{i}", f"prob{i}")] + ["error"])
-        for s, p, err in rows:
-            cells = ([p.label, f"{p.prob:.6f}"] + [c for lab, pr in p.topk[1:] for c in (lab, f"{pr:.6f}")]
-                     if p else [""] * (2 * k))
-            w.writerow([s] + cells + [err])
+        for row in rows:
+            cells = ([row["pred"], f"{row['prob']:.6f}"] +
+                     [c for t in row["topk"][1:] for c in (t["label"], f"{t['prob']:.6f}")]
+                     if row["pred"] is not None else [""] * (2 * k))
+            w.writerow([row["path"]] + cells + [row["error"] or ""])
 
 
-def _print_table(preds, k: int) -> None:
-    width = min(max([len(p.source) for p in preds] + [4]), 60)
-    cells = [[f"{lab} ({pr:.3f})" for lab, pr in p.topk] for p in preds]
+def _print_table(rows, k: int) -> None:
+    width = min(max([len(r["path"]) for r in rows] + [4]), 60)
+    cells = [[f"{t['label']} ({t['prob']:.3f})" for t in r["topk"]] for r in rows]
     heads = ["pred (prob)"] + [f"top{i}" for i in range(2, k + 1)]
     cw = [max([len(h)] + [len(r[j]) for r in cells if j < len(r)]) for j, h in enumerate(heads)]
     print(f"{'path':<{width}}  " + "  ".join(f"{h:<{w}}" for h, w in zip(heads, cw)).rstrip())
-    for p, row in zip(preds, cells):
-        src = p.source if len(p.source) <= width else "..." + p.source[-(width - 3):]
+    for r, row in zip(rows, cells):
+        src = r["path"] if len(r["path"]) <= width else "..." + r["path"][-(width - 3):]
         print(f"{src:<{width}}  " + "  ".join(f"{c:<{w}}" for c, w in zip(row, cw)).rstrip())
 
 
-def run_predict(args) -> int:
+def _predict_here(args, files) -> tuple:
+    """(rows in input order, k) from the model loaded in this process."""
     from .loading import load_any
-    from .predict import Classifier, check_topk, expand_paths
+    from .predict import Classifier, check_topk, prediction_row
+
+    loaded = load_any(args.checkpoint, model_name=args.model, ema=args.ema, device=args.device)
+    amp = prepare(loaded, args)
+    print(f"predicting {len(files)} file(s) with {args.checkpoint}: {describe_weights(loaded)}", file=sys.stderr)
+    clf = Classifier(loaded, args.batch_size, args.workers, amp_dtype=amp, progress=True)
+    k = check_topk(args.topk, len(clf.classes))
+    names, probs, failed = clf.predict_proba_safe(files)
+    by_src, errors = {p.source: p for p in clf.to_predictions(names, probs, k)}, dict(failed)
+    return [prediction_row(str(f), by_src.get(str(f)), errors.get(str(f), "")) for f in files], k
+
+
+def run_predict(args) -> int:
+    from .predict import expand_paths
 
     check_runtime_arguments(args)
+    if (args.checkpoint is None) == (args.url is None):
+        raise UsageError("give --checkpoint CKPT (predict in this process) or --url http://HOST:PORT (ask a "
+                         "running fvt serve), one of the two")
+    if args.url is None and args.token:
+        raise UsageError("--token is for --url (a server's bearer token); a local --checkpoint needs none")
     if args.output:
         if Path(args.output).suffix.lower() not in (".csv", ".json"):
             raise UsageError(f"--output {args.output}: use a .csv or .json file name")
@@ -152,27 +173,26 @@ def run_predict(args) -> int:
     if not files:
         print("fvt: error: nothing to predict: no image file found in " + " ".join(args.paths), file=sys.stderr)
         return 1
-    loaded = load_any(args.checkpoint, model_name=args.model, ema=args.ema, device=args.device)
-    amp = prepare(loaded, args)
-    print(f"predicting {len(files)} file(s) with {args.checkpoint}: {describe_weights(loaded)}", file=sys.stderr)
-    clf = Classifier(loaded, args.batch_size, args.workers, amp_dtype=amp, progress=True)
-    k = check_topk(args.topk, len(clf.classes))
-    names, probs, failed = clf.predict_proba_safe(files)
-    preds = clf.to_predictions(names, probs, k)
-    for src, why in failed:
-        print(f"fvt: warning: cannot read {src}: {why}", file=sys.stderr)
-    if preds:
-        _print_table(preds, k)
+    if args.url:
+        from .remote import predict_remote
+
+        rows, k = predict_remote(args.url, files, args.topk, token=args.token)
+    else:
+        rows, k = _predict_here(args, files)
+    good = [r for r in rows if r["pred"] is not None]
+    for r in rows:
+        if r["pred"] is None:
+            print(f"fvt: warning: cannot read {r['path']}: {r['error']}", file=sys.stderr)
+    if good:
+        _print_table(good, k)
     if args.output:
-        by_src, errors = {p.source: p for p in preds}, dict(failed)
-        rows = [(str(f), by_src.get(str(f)), errors.get(str(f), "")) for f in files]
         _write_predictions(Path(args.output), rows, k)
         print(f"wrote {args.output}")
-    if not preds:
+    if not good:
         print(f"fvt: error: none of the {len(files)} file(s) could be read", file=sys.stderr)
         return 1
-    if failed:
-        print(f"{len(preds)} predicted, {len(failed)} unreadable (listed above)", file=sys.stderr)
+    if len(good) < len(rows):
+        print(f"{len(good)} predicted, {len(rows) - len(good)} unreadable (listed above)", file=sys.stderr)
     return 0
 
 

@@ -191,6 +191,16 @@ class Classifier:
                 for name, i, q in zip(names, idx, p)]
 
 
+# -- output rows ---------------------------------------------------------------------------
+def prediction_row(source: str, pred: Optional[Prediction], error: str = "") -> dict:
+    """One output row, the schema every prediction output shares: ``fvt predict --output`` (JSON as is,
+    CSV flattened), ``fvt serve``'s answers and so ``fvt predict --url``. ``pred`` None: the input
+    could not be used and ``error`` says why."""
+    return {"path": source, "pred": pred.label if pred else None, "prob": pred.prob if pred else None,
+            "topk": [{"label": lab, "prob": pr} for lab, pr in pred.topk] if pred else [],
+            "error": error or None}
+
+
 def expand_paths(patterns: Iterable[str]) -> Tuple[List[Path], List[str]]:
     """Files, folders (searched recursively for images) and globs -> (files, patterns that matched nothing).
 
