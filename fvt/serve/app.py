@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -146,13 +147,14 @@ def _add_routes(app: FastAPI, state: ServeState) -> None:
 
     @app.get("/healthz")
     async def healthz():
-        return {"status": "ok"}
+        return {"status": "ok", "pid": os.getpid()}  # which worker process answered
 
     @app.get("/readyz")
     async def readyz():
         if state.ready:
-            return {"status": "ready"}
-        return JSONResponse({"status": state.not_ready}, status_code=503, headers={"Retry-After": "1"})
+            return {"status": "ready", "pid": os.getpid()}
+        return JSONResponse({"status": state.not_ready, "pid": os.getpid()}, status_code=503,
+                            headers={"Retry-After": "1"})
 
     @app.get("/metrics")
     async def metrics():

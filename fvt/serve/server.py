@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import resource
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -68,6 +69,14 @@ def announce(url: str, options: ServeOptions, what: str) -> None:
               f"the model", file=sys.stderr, flush=True)
 
 
+class _Stopped(Exception):
+    """SIGTERM, raised again by uvicorn once its graceful shutdown is done: a requested, clean stop."""
+
+
+def _stopped(signum, frame):
+    raise _Stopped()
+
+
 def serve(options: ServeOptions, runner=None) -> int:
     """Block until SIGTERM/SIGINT; ``runner``: the model loaded by the caller (one process only)."""
     import uvicorn
@@ -81,7 +90,13 @@ def serve(options: ServeOptions, runner=None) -> int:
 
         server = uvicorn.Server(uvicorn_config(create_app(options, runner), options))
         announce(url, options, "serving")
-        server.run(sockets=[sock])
+        previous = signal.signal(signal.SIGTERM, _stopped)
+        try:
+            server.run(sockets=[sock])
+        except _Stopped:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         return 0 if server.started else 2
     multiproc: Optional[str] = None
     if not os.environ.get(MULTIPROC_ENV):
