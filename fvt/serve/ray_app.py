@@ -23,8 +23,10 @@ APP_NAME = "fvt"
 
 def deployment_settings(options: ServeOptions) -> dict:
     """Keyword arguments of ``serve.deployment`` for these options."""
-    # Ray Serve queues at most max_ongoing_requests per replica (default 5); batching needs more in flight.
+    # Ray Serve lets at most max_ongoing_requests into a replica (default 5): batching needs more in flight.
+    # Past them requests wait in Ray's queue, bounded too, so an overload is a 503, not a growing backlog.
     settings = {"name": "fvt_model", "max_ongoing_requests": max(options.max_concurrency, 2 * options.max_batch),
+                "max_queued_requests": options.max_queue,
                 "ray_actor_options": {"num_cpus": options.replica_cpus, "num_gpus": options.replica_gpus},
                 "graceful_shutdown_timeout_s": options.timeout_s + 5}
     if options.autoscaling:
@@ -36,8 +38,8 @@ def deployment_settings(options: ServeOptions) -> dict:
     return settings
 
 
-def build_app(options: ServeOptions):
-    """A bound Ray Serve application (``serve.run`` it) whose replicas each run ``create_app(options)``."""
+def build_deployment(options: ServeOptions):
+    """The Ray Serve deployment whose replicas each run ``create_app(options)``."""
     from ray import serve
 
     from .app import create_app
@@ -47,13 +49,16 @@ def build_app(options: ServeOptions):
     class FvtModel:
         """Everything lives in the ingress app; the replica loads the model in its start-up."""
 
-    return FvtModel.bind()
+    return FvtModel
 
 
-def _connect() -> bool:
-    """ray.init on RAY_ADDRESS if set, else a local instance; True when this process started Ray."""
+def connect() -> bool:
+    """Ray to deploy on: the one this process already started, else the cluster at RAY_ADDRESS, else a
+    new local instance. True when this call started Ray (and so the caller should stop it)."""
     import ray
 
+    if ray.is_initialized():
+        return False
     address = os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=False)
@@ -62,22 +67,27 @@ def _connect() -> bool:
     return True
 
 
+def deploy(options: ServeOptions) -> str:
+    """Start Serve's HTTP proxy on --host/--port and run the application; returns its base URL once
+    every replica has started (loaded its model)."""
+    from ray import serve
+
+    serve.start(http_options={"host": options.host, "port": options.port})
+    serve.run(build_deployment(options).bind(), name=APP_NAME, route_prefix="/")
+    host = options.host if options.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    return f"http://[{host}]:{options.port}" if ":" in host else f"http://{host}:{options.port}"
+
+
 def serve_on_ray(options: ServeOptions) -> int:
     """Deploy, print the address, block until SIGTERM/SIGINT, then remove the application."""
     from ray import serve
 
-    from .options import LOCAL_HOSTS
     from .server import announce
 
-    local = _connect()
-    serve.start(http_options={"host": options.host, "port": options.port})
-    serve.run(build_app(options), name=APP_NAME, route_prefix="/")
-    host = options.host if options.host not in ("0.0.0.0", "::") else "127.0.0.1"
-    where = "a local Ray instance" if local else f"the Ray cluster at {os.environ['RAY_ADDRESS']}"
-    announce(f"http://{host}:{options.port}", options, f"serving on {where}")
-    if options.host in LOCAL_HOSTS and not local:
-        print("fvt: note: Ray Serve's proxy on each node listens on --host; use --host 0.0.0.0 to reach "
-              "replicas on other nodes", file=sys.stderr)
+    started_ray = connect()
+    url = deploy(options)
+    where = "a local Ray instance" if started_ray else f"the Ray cluster at {os.environ.get('RAY_ADDRESS', '?')}"
+    announce(url, options, f"serving on {where}")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -85,7 +95,7 @@ def serve_on_ray(options: ServeOptions) -> int:
         pass
     print("fvt serve: stopping: finishing accepted requests", file=sys.stderr, flush=True)
     serve.delete(APP_NAME)
-    if local:
+    if started_ray:
         import ray
 
         serve.shutdown()

@@ -62,6 +62,7 @@
     const card = el("li", "card");
     const img = el("img");
     img.alt = file.name;
+    img.addEventListener("error", () => img.remove()); // a file the browser cannot show either
     img.src = URL.createObjectURL(file);
     card.appendChild(img);
     card.appendChild(el("div", "name", file.name));
