@@ -25,7 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from .. import __version__
 from .batching import Batcher, Overloaded
 from .inputs import RequestError, parse_topk, read_images
-from .limits import LimitBody, RecordMetrics, RequireToken, error_response
+from .limits import LimitBody, LimitConcurrency, RecordMetrics, RequireToken, error_response
 from .metrics import ServeMetrics
 from .options import ServeOptions
 from .runner import BadImage, ModelRunner
@@ -133,6 +133,7 @@ def create_app(options: ServeOptions, runner: Optional[ModelRunner] = None) -> F
         return error_response(500, f"internal error: {type(e).__name__}: {str(e)[:300]}")
 
     app.add_middleware(LimitBody, max_bytes=options.max_body_bytes, timeout_s=options.timeout_s)
+    app.add_middleware(LimitConcurrency, limit=options.max_concurrency)
     app.add_middleware(RequireToken, token=options.token)
     app.add_middleware(RecordMetrics, metrics=state.metrics)  # added last: outermost, sees every answer
     return app

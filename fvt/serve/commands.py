@@ -26,7 +26,7 @@ def add_serve_arguments(p) -> None:
     net.add_argument("--max-images", type=int, default=d.max_images, metavar="N",
                      help=f"Most images in one request; more get 413. [default: {d.max_images}]")
     net.add_argument("--max-concurrency", type=int, default=d.max_concurrency, metavar="N",
-                     help=f"Connections and requests at once per process; more get 503. [default: {d.max_concurrency}]")
+                     help=f"Requests in progress at once per process; more get 503 at once. [default: {d.max_concurrency}]")
     net.add_argument("--timeout", dest="timeout_s", type=float, default=d.timeout_s, metavar="S",
                      help=f"Longest upload (else 408) and longest wait for an answer (else 504); also how long a "
                      f"shutdown waits for accepted requests. [default: {d.timeout_s:g}]")

@@ -69,6 +69,30 @@ class RequireToken:
         await response(scope, receive, send)
 
 
+class LimitConcurrency:
+    """At most ``limit`` requests with a body in progress at once; past it 503 before reading the body.
+
+    uvicorn's own ``limit_concurrency`` counts open connections, so a burst of connections over it
+    would be refused whole; this admits the first ``limit`` and refuses only the rest."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit, self.active = app, limit, 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        if self.active >= self.limit:
+            response = error_response(503, f"busy: {self.active} requests in progress (--max-concurrency "
+                                           f"{self.limit}); try again shortly")
+            response.headers["Retry-After"] = "1"
+            return await response(scope, receive, send)
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+
 class LimitBody:
     """Read the whole body before the route runs, within ``max_bytes`` (413) and ``timeout_s`` (408).
 

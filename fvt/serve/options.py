@@ -32,7 +32,7 @@ class ServeOptions:
     decode_threads: int = 4
     max_body_mb: float = 16.0             # one request, all its images; beyond: 413
     max_images: int = 32                  # images in one request; beyond: 413
-    max_concurrency: int = 64             # connections and requests at once; beyond: 503
+    max_concurrency: int = 128            # requests in progress at once (per process); beyond: 503
     timeout_s: float = 30.0               # body upload (408) and the answer (504)
     topk: int = 5
     token: Optional[str] = None           # bearer token for /v1/* and /metrics; None: open

@@ -55,8 +55,11 @@ def raise_open_file_limit() -> None:
 def uvicorn_config(app, options: ServeOptions, factory: bool = False):
     import uvicorn
 
+    # requests are limited by the app (LimitConcurrency: the first N served, the rest 503); uvicorn's
+    # limit counts open connections and only caps a flood of them
+    connections = max(1024, 8 * options.max_concurrency)
     return uvicorn.Config(app, factory=factory, workers=options.workers, log_level=options.log_level,
-                          limit_concurrency=options.max_concurrency, timeout_keep_alive=5,
+                          limit_concurrency=connections, timeout_keep_alive=5,
                           timeout_graceful_shutdown=int(options.timeout_s) + 5, server_header=False,
                           proxy_headers=False, h11_max_incomplete_event_size=64 * 1024)
 
