@@ -72,6 +72,19 @@ def announce(url: str, options: ServeOptions, what: str) -> None:
               f"the model", file=sys.stderr, flush=True)
 
 
+def _supervisor(config, sock: socket.socket):
+    """uvicorn's process manager for ``--workers N``; before uvicorn 0.4x it also took the server's run
+    function (``target``), later versions build it themselves."""
+    import inspect
+
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    if "target" in inspect.signature(Multiprocess).parameters:
+        return Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock])
+    return Multiprocess(config, sockets=[sock])
+
+
 class _Stopped(Exception):
     """SIGTERM, raised again by uvicorn once its graceful shutdown is done: a requested, clean stop."""
 
@@ -83,7 +96,6 @@ def _stopped(signum, frame):
 def serve(options: ServeOptions, runner=None) -> int:
     """Block until SIGTERM/SIGINT; ``runner``: the model loaded by the caller (one process only)."""
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
 
     raise_open_file_limit()
     sock = bind(options.host, options.port)
@@ -108,7 +120,7 @@ def serve(options: ServeOptions, runner=None) -> int:
     try:
         config = uvicorn_config("fvt.serve.app:app_from_env", options, factory=True)
         announce(url, options, f"serving with {options.workers} worker processes")
-        Multiprocess(config, sockets=[sock]).run()
+        _supervisor(config, sock).run()
     finally:
         os.environ.pop(OPTIONS_ENV, None)
         if multiproc:
