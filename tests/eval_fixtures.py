@@ -53,3 +53,19 @@ def make_checkpoint(path: Path, data: Path, classes=CLASSES, ema: bool = True, s
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(ckpt, path)
     return path
+
+
+def manual_probs(ckpt: Path, paths) -> np.ndarray:
+    """Class probabilities of ``paths`` from the checkpoint's model in plain PyTorch with PIL preprocessing
+    (resize to the input size; the fixtures use crop_pct 1.0): an independent reference for predict/serve."""
+    import fvt
+
+    ck = torch.load(ckpt, weights_only=True)
+    model = fvt.create_model(ck["model_name"], **ck["model_kwargs"]).eval()
+    model.load_state_dict(ck["state_dict"])
+    h, w = ck["preprocessing"]["input_size"]
+    mean, std = np.array(ck["preprocessing"]["mean"]), np.array(ck["preprocessing"]["std"])
+    x = np.stack([((np.asarray(Image.open(p).convert("RGB").resize((w, h), Image.BILINEAR)) / 255.0 - mean) / std)
+                  .transpose(2, 0, 1) for p in paths])
+    with torch.no_grad():
+        return torch.softmax(model(torch.tensor(x, dtype=torch.float32)), 1).numpy()

@@ -17,7 +17,6 @@ from PIL import Image
 @contextlib.contextmanager
 def running(app, options, ready: bool = True):
     """Serve ``app`` with uvicorn on 127.0.0.1 (a free port) in a thread; yields its base URL."""
-    import httpx
     import uvicorn
 
     from fvt.serve.server import bind, uvicorn_config
@@ -93,3 +92,11 @@ def raw_request(url: str, head: bytes, body_part: bytes = b"", close_after: bool
 
 def image_files(folder: Path, n: int):
     return sorted(Path(folder).rglob("*.png"))[:n]
+
+
+def metric(text: str, sample: str, **labels) -> float:
+    """The sum of ``sample``'s values with these labels in a /metrics page, read by prometheus-client's parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+               if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()))

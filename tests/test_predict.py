@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from eval_fixtures import CLASSES, make_checkpoint, make_folder  # noqa: E402
+from eval_fixtures import CLASSES, make_checkpoint, make_folder, manual_probs  # noqa: E402
 
 import fvt  # noqa: E402
 from fvt.cli import main  # noqa: E402
@@ -33,23 +33,11 @@ def setup(tmp_path_factory):
     return root, data, ckpt
 
 
-def _manual_probs(ckpt, paths):
-    ck = torch.load(ckpt, weights_only=True)
-    model = fvt.create_model(ck["model_name"], **ck["model_kwargs"]).eval()
-    model.load_state_dict(ck["state_dict"])
-    h, w = ck["preprocessing"]["input_size"]
-    mean, std = np.array(ck["preprocessing"]["mean"]), np.array(ck["preprocessing"]["std"])
-    x = np.stack([((np.asarray(Image.open(p).convert("RGB").resize((w, h), Image.BILINEAR)) / 255.0 - mean) / std)
-                  .transpose(2, 0, 1) for p in paths])
-    with torch.no_grad():
-        return torch.softmax(model(torch.tensor(x, dtype=torch.float32)), 1).numpy()
-
-
 def test_checkpoint_onnx_safetensors_agree_with_manual_pipeline(setup):
     root, data, ckpt = setup
     assert fvt.Classifier is Classifier
     files = sorted(data.rglob("*.png"))
-    ref = _manual_probs(ckpt, files)
+    ref = manual_probs(ckpt, files)
     for artifact in (ckpt, root / "m.onnx", root / "m.safetensors"):
         clf = Classifier.from_checkpoint(artifact, device="cpu", batch_size=4)  # batches of 4 over 9 files
         assert clf.classes == CLASSES
@@ -89,7 +77,7 @@ def test_predict_cli_folders_globs_bad_files_and_csv(setup, tmp_path, capsys):
     assert len(rows) - 1 == 3 + 2 + 1 and rows[-1][0] == str(bad) and rows[-1][1] == "" and rows[-1][-1]
     good = rows[1:-1]
     assert all(r[-1] == "" for r in good)
-    ref = _manual_probs(ckpt, [r[0] for r in good])
+    ref = manual_probs(ckpt, [r[0] for r in good])
     for r, q in zip(good, ref):
         order = np.argsort(-q)
         assert [r[1], r[3], r[5]] == [CLASSES[i] for i in order]

@@ -13,18 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from PIL import Image
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
 sys.path.insert(0, str(Path(__file__).parent))
-from eval_fixtures import CLASSES, make_checkpoint, make_folder  # noqa: E402
-from serve_fixtures import bomb_png, raw_request, running, sliver_png, truncated_jpeg  # noqa: E402
+from eval_fixtures import CLASSES, make_checkpoint, make_folder, manual_probs  # noqa: E402
+from serve_fixtures import bomb_png, metric, raw_request, running, sliver_png, truncated_jpeg  # noqa: E402
 
-import fvt  # noqa: E402
 from fvt.cli import main  # noqa: E402
 from fvt.serve.app import create_app  # noqa: E402
 from fvt.serve.options import ServeOptions  # noqa: E402
@@ -51,19 +48,6 @@ def server(setup):
         yield url
 
 
-def _manual_probs(ckpt, paths):
-    """The checkpoint's model in plain PyTorch with PIL preprocessing: nothing of fvt's predict path."""
-    ck = torch.load(ckpt, weights_only=True)
-    model = fvt.create_model(ck["model_name"], **ck["model_kwargs"]).eval()
-    model.load_state_dict(ck["state_dict"])
-    h, w = ck["preprocessing"]["input_size"]
-    mean, std = np.array(ck["preprocessing"]["mean"]), np.array(ck["preprocessing"]["std"])
-    x = np.stack([((np.asarray(Image.open(p).convert("RGB").resize((w, h), Image.BILINEAR)) / 255.0 - mean) / std)
-                  .transpose(2, 0, 1) for p in paths])
-    with torch.no_grad():
-        return torch.softmax(model(torch.tensor(x, dtype=torch.float32)), 1).numpy()
-
-
 def _post(url, files, **kw):
     parts = [("file", (str(f), Path(f).read_bytes(), "image/png")) for f in files]
     return httpx.post(url + "/v1/predict", files=parts, headers=AUTH, timeout=60, **kw)
@@ -77,7 +61,7 @@ def test_answers_match_an_independent_computation_and_fvt_predict_rows(server, s
     doc = r.json()
     assert doc["model"]["name"] == "faster_vit_nano" and doc["model"]["classes"] == CLASSES
     assert len(doc["model"]["version"]) == 12
-    ref = _manual_probs(ckpt, files)
+    ref = manual_probs(ckpt, files)
     for row, q in zip(doc["predictions"], ref):
         order = np.argsort(-q)
         assert row["pred"] == CLASSES[order[0]] and row["prob"] == pytest.approx(q[order[0]], abs=2e-4)
@@ -192,14 +176,6 @@ def test_token_guards_the_model_not_the_probes(server, setup):
         assert httpx.get(server + path).status_code == 200, path
 
 
-def _metric(text: str, sample: str, **labels) -> float:
-    """The sum of ``sample``'s values with these labels, read by prometheus-client's own parser."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
-               if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()))
-
-
 def test_client_leaving_mid_upload_is_counted_and_harmless(server, setup):
     before = httpx.get(server + "/metrics", headers=AUTH).text
     head = (b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() +
@@ -209,8 +185,8 @@ def test_client_leaving_mid_upload_is_counted_and_harmless(server, setup):
     good = sorted(setup[1].rglob("*.png"))[0]
     assert _post(server, [good]).status_code == 200
     after = httpx.get(server + "/metrics", headers=AUTH).text
-    gone = (_metric(after, "fvt_requests_total", route="/v1/predict", status="499") -
-            _metric(before, "fvt_requests_total", route="/v1/predict", status="499"))
+    gone = (metric(after, "fvt_requests_total", route="/v1/predict", status="499") -
+            metric(before, "fvt_requests_total", route="/v1/predict", status="499"))
     assert gone == 3
 
 
@@ -226,11 +202,11 @@ def test_concurrent_requests_share_forward_passes_and_metrics_say_so(server, set
     answers = asyncio.run(fire())
     assert [a.status_code for a in answers] == [200] * 8
     after = httpx.get(server + "/metrics", headers=AUTH).text
-    images = _metric(after, "fvt_batch_size_sum") - _metric(before, "fvt_batch_size_sum")
-    batches = _metric(after, "fvt_batch_size_count") - _metric(before, "fvt_batch_size_count")
+    images = metric(after, "fvt_batch_size_sum") - metric(before, "fvt_batch_size_sum")
+    batches = metric(after, "fvt_batch_size_count") - metric(before, "fvt_batch_size_count")
     assert images == 8 and batches < 8  # 8 requests within --max-wait-ms 150: fewer forward passes than requests
-    ok = (_metric(after, "fvt_requests_total", route="/v1/predict", status="200") -
-          _metric(before, "fvt_requests_total", route="/v1/predict", status="200"))
+    ok = (metric(after, "fvt_requests_total", route="/v1/predict", status="200") -
+          metric(before, "fvt_requests_total", route="/v1/predict", status="200"))
     assert ok == 8
     assert "fvt_queue_depth 0.0" in after and 'fvt_request_seconds_bucket{le="+Inf",route="/v1/predict"}' in after
     info = httpx.get(server + "/v1/model", headers=AUTH).json()
@@ -250,7 +226,7 @@ def test_an_onnx_export_serves_the_same_answers(setup, tmp_path):
         rows = httpx.post(url + "/v1/predict", files=[("f", (f.name, f.read_bytes(), "image/png")) for f in files],
                           timeout=60).json()["predictions"]
     assert info["backend"] == "onnxruntime" and info["kind"] == "onnx"
-    ref = _manual_probs(ckpt, files)
+    ref = manual_probs(ckpt, files)
     for row, q in zip(rows, ref):
         assert row["pred"] == CLASSES[q.argmax()] and row["prob"] == pytest.approx(q.max(), abs=2e-4)
 

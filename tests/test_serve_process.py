@@ -19,7 +19,7 @@ pytest.importorskip("fastapi")
 
 sys.path.insert(0, str(Path(__file__).parent))
 from eval_fixtures import make_checkpoint, make_folder  # noqa: E402
-from serve_fixtures import wait_ready  # noqa: E402
+from serve_fixtures import metric, wait_ready  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,13 +45,6 @@ def _start(ckpt: Path, *flags: str):
     threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
     wait_ready(url)
     return proc, url
-
-
-def _metric(text: str, sample: str, **labels) -> float:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
-               if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
 def _predict_under_sigterm(proc, url, image: bytes, n: int = 6) -> list:
@@ -111,7 +104,7 @@ def test_two_workers_share_the_port_and_their_metrics_then_stop_together(checkpo
         assert len(pids) == 2, "one worker answered every request"
         text = httpx.get(url + "/metrics", timeout=30).text  # answered by one worker, counting both
         # every 200 of /readyz, ours and the one _start waited for, whichever worker gave it
-        assert _metric(text, "fvt_requests_total", route="/readyz", status="200") == calls + 1
+        assert metric(text, "fvt_requests_total", route="/readyz", status="200") == calls + 1
         answers = _predict_under_sigterm(proc, url, image)
         assert [a.status_code for a in answers] == [200] * 6
         assert proc.wait(timeout=60) == 0

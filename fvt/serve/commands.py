@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import sys
 
-from ..errors import UsageError
 from ..evaluation.commands import add_checkpoint_arguments
 from ..extras import require
 from .options import TOKEN_ENV, ServeOptions
