@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -241,3 +242,46 @@ def test_serve_usage_errors_are_one_line(setup, capsys):
         assert err.startswith("fvt: error:") and "Traceback" not in err, err
     assert main(["serve", "--checkpoint", str(ckpt.parent / "missing.pt")]) == 2
     assert "missing.pt" in capsys.readouterr().err
+
+
+def test_serve_help_loads_no_server_library():
+    """`fvt serve --help` and flag errors import nothing beyond what `import fvt` itself does: no FastAPI,
+    uvicorn, Ray, prometheus-client or httpx before the server starts."""
+    import subprocess
+
+    probe = ("import sys\n"
+             "import fvt\n"
+             "base = set(sys.modules)\n"
+             "from fvt.cli import main\n"
+             "try:\n"
+             "    main(sys.argv[1:])\n"
+             "except SystemExit:\n"
+             "    pass\n"
+             "extra = {m.split('.')[0] for m in set(sys.modules) - base}\n"
+             "print(sorted(extra & {'fastapi', 'starlette', 'uvicorn', 'ray', 'prometheus_client', 'httpx', 'torch'}))\n")
+    root = Path(__file__).resolve().parents[1]
+    for argv in (["serve", "--help"], ["serve", "--checkpoint", "x.pt", "--max-batch", "0"]):
+        out = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, cwd=root,
+                             timeout=120)
+        assert out.stdout.strip().splitlines()[-1] == "[]", (argv, out.stdout[-500:], out.stderr[-2000:])
+
+
+def test_a_stored_rejection_threshold_answers_unknown(setup, tmp_path):
+    import inspect
+
+    from fvt.evaluation.predict import Classifier
+
+    if "reject" not in inspect.signature(Classifier).parameters:
+        pytest.skip("this fvt's Classifier applies no rejection threshold yet")
+    root, data, ckpt = setup
+    ck = torch.load(ckpt, weights_only=True)
+    ck["reject"] = {"threshold": 0.99, "target_precision": 0.95, "coverage": 0.1}  # above any top prob here
+    rejecting = tmp_path / "reject.pt"
+    torch.save(ck, rejecting)
+    options = ServeOptions(checkpoint=str(rejecting), device="cpu", log_level="warning").check()
+    f = sorted(data.rglob("*.png"))[0]
+    with running(create_app(options, ModelRunner.load(options)), options) as url:
+        info = httpx.get(url + "/v1/model").json()
+        row = httpx.post(url + "/v1/predict", files={"f": (f.name, f.read_bytes(), "image/png")}).json()["predictions"][0]
+    assert info["reject_threshold"] == 0.99
+    assert row["pred"] == "unknown" and row["prob"] < 0.99 and row["topk"][0]["label"] in CLASSES

@@ -104,7 +104,8 @@ def add_predict_arguments(p) -> None:
     add_checkpoint_arguments(p, required=False)
     p.add_argument("paths", nargs="+", metavar="PATHS", help="Image files, folders (searched recursively) or globs.")
     p.add_argument("--url", metavar="URL", help="Ask a running `fvt serve` at URL (http://HOST:PORT) instead of "
-                   "loading --checkpoint here; the output is the same.")
+                   "loading --checkpoint here; the output is the same (--model, --ema/--raw and the runtime flags "
+                   "below then do not apply: the server chose them).")
     p.add_argument("--token", metavar="TOKEN", help="With --url: the server's bearer token. Default: the "
                    "FVT_SERVE_TOKEN environment variable.")
     p.add_argument("--topk", type=int, default=5, metavar="K", help="Labels to show per image. [default: 5]")

@@ -80,7 +80,7 @@ async def _one(client, path: Path, k: int, max_bytes: Optional[int]) -> dict:
         await asyncio.sleep(BUSY_PAUSE_S * min(4, 1 + attempt))
     if resp.status_code == 200:
         return {**resp.json()["predictions"][0], "path": str(path)}
-    if resp.status_code in (400, 413, 415):
+    if resp.status_code in (400, 408, 413, 415, 503, 504):  # this file's problem, or a server too busy for it
         return {**row, "error": _error_text(resp)}
     raise ServerError(f"the server answered {_error_text(resp)} for {path}")
 

@@ -31,7 +31,7 @@ from .options import ServeOptions
 from .runner import BadImage, ModelRunner
 
 STATIC = Path(__file__).with_name("static")
-log = logging.getLogger("fvt.serve")
+log = logging.getLogger("uvicorn.error")  # configured by uvicorn (--log-level): our lines go with its own
 
 
 class ServeState:
