@@ -62,7 +62,7 @@ def add_serve_arguments(p) -> None:
 def options_from_args(args) -> ServeOptions:
     names = set(ServeOptions.__dataclass_fields__)
     values = {k: v for k, v in vars(args).items() if k in names}
-    values["token"] = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
+    values["token"] = args.token if args.token is not None else (os.environ.get(TOKEN_ENV) or None)
     return ServeOptions(**values).check()
 
 
