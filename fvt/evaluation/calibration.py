@@ -32,11 +32,15 @@ def nll(logits: np.ndarray, targets: np.ndarray, temperature: float = 1.0) -> fl
 def fit_temperature(logits: np.ndarray, targets: np.ndarray, max_iter: int = 200) -> float:
     """The T in [T_MIN, T_MAX] minimising the NLL of ``softmax(logits / T)`` (LBFGS on log T, float64).
 
-    The NLL is convex in 1/T, so the optimum is unique; optimising log T keeps T positive."""
+    The NLL is convex in 1/T, so the optimum is unique; optimising log T keeps T positive. With no
+    mistake among the logits there is nothing to calibrate against -- the NLL keeps falling as
+    T -> 0, towards certainty on everything -- so T stays 1."""
     x = torch.as_tensor(np.asarray(logits, dtype=np.float64))
     y = torch.as_tensor(np.asarray(targets, dtype=np.int64))
     if x.ndim != 2 or len(x) == 0 or len(x) != len(y):
         raise ValueError(f"logits {tuple(x.shape)} and targets {tuple(y.shape)} do not form a (N, C) / (N,) pair")
+    if bool((x.argmax(dim=1) == y).all()):
+        return 1.0
     log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, tolerance_grad=1e-10, tolerance_change=1e-12,
                             line_search_fn="strong_wolfe")
