@@ -280,6 +280,11 @@ def test_eval_ood_auroc_and_report_with_heat_maps(proto, tmp_path):
     title = re.search(r"<title>(.*?)</title>", done.stdout)
     n_img = html.count("<img ")
     assert title and title.group(1) == f"IMAGES {n_img} BROKEN 0 []" and n_img >= 20, done.stderr[-500:]
+    shot = tmp_path / "shot.png"
+    subprocess.run([*cmd[:-2], f"--screenshot={shot}", "--window-size=1200,2000", probe.as_uri()],
+                   capture_output=True, timeout=120)
+    with Image.open(shot) as im:  # the page painted something other than a blank sheet
+        assert len(np.unique(np.asarray(im.convert("L").resize((60, 100))))) > 20
 
 
 def test_predict_explain_writes_overlays_and_never_overwrites(proto, tmp_path):

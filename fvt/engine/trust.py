@@ -60,6 +60,8 @@ def weigh_classes(run, criterion, mixup):
 def calibrate_best(run) -> None:
     """Every rank runs the validation forward (its shard); rank 0 fits and rewrites best.pt."""
     cfg = run.cfg
+    if run.dist.is_main and run.logger is not None and getattr(run.data, "relabel", None):
+        run.logger.event("relabel", **run.data.relabel)  # what --relabel changed, in log.jsonl
     best = run.run_dir / "best.pt"
     ready = cfg.train.calibrate and run.val_loader is not None
     if not D.broadcast_object(ready and best.is_file() if run.dist.is_main else None):
@@ -93,11 +95,13 @@ def _calibrate(run, best: Path) -> None:
     write_trust_folder(run.run_dir / TRUST_DIR, trust_summary(lg, tg, cal["temperature"], rej,
                                                              f"validation split, end of training ({which} weights)"))
     answer = (f"answers {100 * rej['coverage']:.1f}% of validation images at precision >= {rej['target_precision']:g}"
-              if rej["reached"] else f"no threshold reaches precision {rej['target_precision']:g}")
+              if rej["reached"] else f"(no threshold reaches precision {rej['target_precision']:g}: answers nothing)")
+    if cal["temperature"] == 1.0 and cal["ece_before"] == cal["ece_after"]:
+        run.log("note: temperature left at 1: the validation split has no mistake to calibrate against")
     run.log(f"calibration: temperature {cal['temperature']:.3f} (ECE {cal['ece_before']:.4f} -> {cal['ece_after']:.4f} "
             f"on {cal['num_samples']} validation images); reject threshold {rej['threshold']:.3f} {answer}; "
             f"stored in {best}")
     if run.logger is not None:
         run.logger.event("calibration", **{k: v for k, v in ckpt["calibration"].items()},
                          reject_threshold=rej["threshold"], reject_coverage=rej["coverage"],
-                         target_precision=rej["target_precision"], relabel=getattr(run.data, "relabel", None))
+                         target_precision=rej["target_precision"])

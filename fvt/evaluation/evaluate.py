@@ -73,16 +73,19 @@ def write_eval_outputs(out: Path, logits: np.ndarray, targets: np.ndarray, paths
 
 
 def _write_with_trust(out: Path, loaded, logits: np.ndarray, targets: np.ndarray, paths: List[str], extra: dict,
-                      foreign, explain: bool) -> dict:
+                      foreign, explain: bool, log=print) -> dict:
     """Every eval file on the calibrated probabilities (``logits / T``), plus EVAL/trust/ (calibration
     before/after, abstention, OOD) and the report's heat maps (EVAL/explain/)."""
     from .trust import evaluation_trust
 
     extra = {**extra, **evaluation_trust(out, loaded, logits, targets, foreign)}
     record = write_eval_outputs(out, logits / loaded.temperature, targets, paths, loaded.classes, extra)
-    if explain:
-        from .explain import write_report_heatmaps
+    if explain and loaded.is_torch:
+        from .explain import available, write_report_heatmaps
 
+        if not available():
+            log("note: no heat maps in the report: Grad-CAM needs pip install 'fastervit-toolkit[explain]'")
+            return record
         probs = softmax(logits / loaded.temperature)
         write_report_heatmaps(loaded, out, paths, targets, probs, loaded.classes, MAX_MISTAKES_SHOWN)
     return record
@@ -165,7 +168,8 @@ def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, mod
     extra = {"checkpoint": str(checkpoint), "weights": weights, "backend": loaded.backend,
              "model_name": loaded.model_name, "epoch": loaded.info.get("epoch"),
              "data": str(data) if data is not None else "run val split", "world_size": dist.world_size}
-    record = _write_with_trust(out, loaded, logits.double().numpy(), targets.numpy(), paths, extra, foreign, explain)
+    record = _write_with_trust(out, loaded, logits.double().numpy(), targets.numpy(), paths, extra, foreign, explain,
+                               log)
     reports = [write_report(run_dir, out, out / "report.html")]
     if (run_dir / "config.yaml").is_file() and reports[0] != run_dir / "report.html":
         reports.append(write_report(run_dir, out))  # refresh the run's own report with this evaluation
