@@ -33,11 +33,13 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("trusttrain")
     data = make_folder(root / "data", classes=3, per_class=8)
     before = tree_digest(data)
+    val = make_folder(root / "val", classes=3, per_class=17, seed=1)  # 51 images: enough to calibrate on
     relabel = root / "fixes.csv"
     relabel.write_text("path,new_label,issue\nclass_0/img_1.png,class_2,label_issue\nclass_1/img_2.png,drop,x\n"
                        f"{data / 'class_2' / 'img_3.png'},,\n")  # an absolute path; empty new_label: keep
     out = root / "run"
-    rc = main(["train", "--data", str(data), "--output", str(out), *TINY, "--epochs", "2", "--batch-size", "6",
+    rc = main(["train", "--data", str(data), "--val-data", str(val), "--output", str(out), *TINY, "--epochs", "2",
+               "--batch-size", "6",
                "--relabel", str(relabel), "--class-weights", "balanced", "--mixup", "0.2",
                "--best-metric", "balanced_accuracy", "--no-ema"])
     assert rc == 0
@@ -73,9 +75,9 @@ def test_relabel_applied_recorded_and_the_folder_untouched(run):
     assert cfg.data.relabel == str(relabel)
     relabel.unlink()                                               # the run keeps its own copy
     bundle = build_data(cfg, out, write=False)
-    labels = {p.relative_to(data).as_posix(): bundle.classes[t] for s in (bundle.train, bundle.val) for p, t in s.samples}
+    labels = {p.relative_to(data).as_posix(): bundle.classes[t] for p, t in bundle.train.samples}
     assert labels["class_0/img_1.png"] == "class_2" and "class_1/img_2.png" not in labels
-    assert labels["class_2/img_3.png"] == "class_2" and len(labels) == 23
+    assert labels["class_2/img_3.png"] == "class_2" and len(labels) == 23 and len(bundle.val) == 51
     assert bundle.relabel == {"file": str(out / "relabel.csv"), "rows": 2, "relabelled": 1, "dropped": 1}
 
 

@@ -20,6 +20,10 @@ import torch
 from . import distributed as D
 from .imbalance import check_class_weights_option, class_weights, describe, imbalance_warning, weighted_criterion
 
+# Below this many validation images a fitted temperature or threshold is noise (one image moves the
+# precision by several points), so the run keeps T = 1 and no threshold, and says so.
+MIN_CALIBRATION_IMAGES = 50
+
 
 def check_options(cfg) -> None:
     from ..data.relabel import read_relabel
@@ -63,7 +67,12 @@ def calibrate_best(run) -> None:
     if run.dist.is_main and run.logger is not None and getattr(run.data, "relabel", None):
         run.logger.event("relabel", **run.data.relabel)  # what --relabel changed, in log.jsonl
     best = run.run_dir / "best.pt"
-    ready = cfg.train.calibrate and run.val_loader is not None
+    n_val = len(run.data.val) if run.val_loader is not None and run.data.val is not None else 0
+    if cfg.train.calibrate and 0 < n_val < MIN_CALIBRATION_IMAGES:
+        run.log(f"calibration skipped: {n_val} validation images (a temperature and an abstention threshold need "
+                f"at least {MIN_CALIBRATION_IMAGES}); best.pt keeps the raw probabilities")
+        return
+    ready = cfg.train.calibrate and n_val > 0
     if not D.broadcast_object(ready and best.is_file() if run.dist.is_main else None):
         return
     try:
