@@ -123,6 +123,23 @@ def train_model(copy: Path, run: Path, epochs: int, quick: bool, *extra) -> Path
     return best if best.is_file() else run / "last.pt"
 
 
+def find_data(path: str):
+    """The flowers folder, or None after saying where it was looked for."""
+    data = Path(path).expanduser().resolve()
+    if data.is_dir():
+        return data
+    print(f"flowers dataset not found at {data}: set FVT_FLOWERS or --data", file=sys.stderr)
+    return None
+
+
+def clean_up(args, work: Path, copy: Path) -> None:
+    """Remove the copy (and a temporary work folder) unless --keep."""
+    if not args.keep:
+        shutil.rmtree(copy, ignore_errors=True)
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+
+
 def read_audit(folder: Path) -> list:
     with open(folder / "audit.csv", newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
@@ -167,9 +184,8 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the copy and the outputs")
     ap.add_argument("--quick", action="store_true", help="smoke test: 12 images per class, a 3-step model")
     args = ap.parse_args()
-    data = Path(args.data).expanduser().resolve()
-    if not data.is_dir():
-        print(f"flowers dataset not found at {data}: set FVT_FLOWERS or --data", file=sys.stderr)
+    data = find_data(args.data)
+    if data is None:
         return 2
     work = Path(args.work).resolve() if args.work else Path(tempfile.mkdtemp(prefix="fvt-audit-bench-"))
     copy = work / "flowers-faulty"
@@ -198,10 +214,7 @@ def main() -> int:
               f"leaks, {result['found_cropped']} cropped) | other pairs: {len(result['other_duplicate_pairs'])} |\n"
               f"| audit wall time | {wall:.0f} s |")
     finally:
-        if not args.keep:
-            shutil.rmtree(copy, ignore_errors=True)
-            if not args.work:
-                shutil.rmtree(work, ignore_errors=True)
+        clean_up(args, work, copy)
     return 0
 
 

@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import shutil
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from audit_flowers import DEFAULT_DATA, fvt, make_faulty_copy, read_audit, train_model  # noqa: E402
+from audit_flowers import DEFAULT_DATA, clean_up, find_data, fvt, make_faulty_copy, read_audit, train_model  # noqa: E402
 
 
 def accept_suggestions(rows: list, out: Path) -> dict:
@@ -59,9 +58,8 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--quick", action="store_true", help="smoke test: 12 images per class, 3-step runs, one seed")
     args = ap.parse_args()
-    data = Path(args.data).expanduser().resolve()
-    if not data.is_dir():
-        print(f"flowers dataset not found at {data}: set FVT_FLOWERS or --data", file=sys.stderr)
+    data = find_data(args.data)
+    if data is None:
         return 2
     work = Path(args.work).resolve() if args.work else Path(tempfile.mkdtemp(prefix="fvt-relabel-bench-"))
     copy = work / "flowers-flipped"
@@ -97,10 +95,7 @@ def main() -> int:
             print(f"| {name} | " + " | ".join(f"{a:.2f}" for a in accs) + f" | {statistics.mean(accs):.2f} | {std:.2f} |")
         (work / "relabel_bench.json").write_text(json.dumps({"counts": counts, "top1": results}, indent=1))
     finally:
-        if not args.keep:
-            shutil.rmtree(copy, ignore_errors=True)
-            if not args.work:
-                shutil.rmtree(work, ignore_errors=True)
+        clean_up(args, work, copy)
     return 0
 
 
