@@ -94,7 +94,7 @@ def explain_files(loaded, paths: Sequence[Union[str, Path]], class_indices: Sequ
     from ..data.decode import ImageDecodeError, load_image
     from ..data.transforms import Preprocessing, eval_transform
 
-    model = loaded.model
+    model = getattr(loaded.model, "_orig_mod", loaded.model)  # torch.compile'd: hooks go on the plain model
     target_layer(model)  # a clear error before any file is read
     pre = Preprocessing.from_dict(loaded.preprocessing)
     tf = eval_transform(pre)
@@ -141,7 +141,7 @@ def write_report_heatmaps(loaded, out: Path, paths: Sequence[str], targets: np.n
     mapping each image path to its overlay; None when the model cannot be explained here."""
     import json
 
-    if not (available() and loaded.is_torch and hasattr(loaded.model, "levels")):
+    if not (available() and loaded.is_torch and hasattr(getattr(loaded.model, "_orig_mod", loaded.model), "levels")):
         return None
     chosen = report_selection(probs, targets, mistakes)
     preds = probs.argmax(axis=1)
