@@ -55,11 +55,19 @@ def heatmaps(model: torch.nn.Module, batch: torch.Tensor, class_indices: Sequenc
 
     layer = target_layer(model)
     was_training = model.training
+    # Only the target layer's own parameters keep requires_grad: the gradient Grad-CAM reads (logit w.r.t.
+    # the layer's output) is the same, and backward stops there instead of running through the whole network.
+    flags = {p: p.requires_grad for p in model.parameters()}
+    own = set(layer.parameters())
     model.eval()
     try:
+        for p in flags:
+            p.requires_grad_(p in own)
         with torch.enable_grad(), gc.GradCAM(model=model, target_layers=[layer]) as cam:
             maps = cam(input_tensor=batch, targets=[ClassifierOutputTarget(int(c)) for c in class_indices])
     finally:
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
         model.train(was_training)
     return np.asarray(maps, dtype=np.float32)
 

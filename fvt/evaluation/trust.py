@@ -60,8 +60,9 @@ def write_trust_folder(folder: Path, summary: dict, ood_scores: Optional[tuple] 
 
     folder.mkdir(parents=True, exist_ok=True)
     rec = summary["calibration"]
-    reliability_figure(rec["bins_before"], folder / "reliability_before.png")
-    reliability_figure(rec["bins_after"], folder / "reliability_after.png")
+    if rec["temperature"] != 1.0:  # an uncalibrated model: eval's own reliability.png says it all
+        reliability_figure(rec["bins_before"], folder / "reliability_before.png")
+        reliability_figure(rec["bins_after"], folder / "reliability_after.png")
     sel = summary["selective"]
     chosen = {k: sel[k] for k in ("threshold", "coverage", "precision")} if "threshold" in sel else None
     coverage_figure(summary["curve"], folder / "coverage.png", chosen, sel["target_precision"])
