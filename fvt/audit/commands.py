@@ -98,7 +98,7 @@ def run_audit(args) -> int:
     from .page import write_page
     from .run import AuditOptions, audit
     from .source import load_audit_data
-    from .writers import read_previous_relabel_digest, write_audit_csv, write_relabel_template, write_summary, _digest
+    from .writers import file_sha256, read_previous_relabel_digest, write_audit_csv, write_relabel_template, write_summary
 
     _check(args)
     labels.require_cleanlab()  # a missing extra: one line before any work
@@ -118,7 +118,7 @@ def run_audit(args) -> int:
     previous = read_previous_relabel_digest(out)
     csv_path = write_audit_csv(result, out / "audit.csv")
     relabel = write_relabel_template(result, out, previous)
-    files = {"audit_csv": str(csv_path), "relabel_csv": str(relabel), "relabel_sha256": _digest(relabel)}
+    files = {"audit_csv": str(csv_path), "relabel_csv": str(relabel), "relabel_sha256": file_sha256(relabel)}
     write_summary(result, out, files)
     page = write_page(result, out / "audit.html", files)
     _print_summary(result, page, csv_path, relabel)

@@ -40,7 +40,7 @@ def write_audit_csv(result: AuditResult, path: Path) -> Path:
     return path
 
 
-def _digest(path: Path) -> Optional[str]:
+def file_sha256(path: Path) -> Optional[str]:
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
@@ -51,7 +51,7 @@ def write_relabel_template(result: AuditResult, folder: Path, previous: Optional
     """relabel.csv (or relabel.new.csv when relabel.csv was edited since ``previous``, its recorded digest)."""
     d = result.data
     target = folder / "relabel.csv"
-    if target.is_file() and _digest(target) != previous:
+    if target.is_file() and file_sha256(target) != previous:
         target = folder / "relabel.new.csv"
     seen = set()
     with open(target, "w", newline="", encoding="utf-8") as f:
