@@ -251,7 +251,11 @@ def test_temperature_travels_into_exports_and_onnx_predict_applies_it(proto, tmp
 def test_eval_ood_auroc_and_report_with_heat_maps(proto, tmp_path):
     from sklearn.metrics import roc_auc_score
 
-    root, data, ckpt, val, foreign, model, tf = proto
+    root, data, ckpt0, val, foreign, model, tf = proto
+    ck = torch.load(ckpt0, weights_only=True)
+    ck["calibration"]["temperature"] = 2.0  # a calibrated model: eval applies T, the report shows before/after
+    ckpt = tmp_path / "best.pt"
+    torch.save(ck, ckpt)
     out = tmp_path / "eval"
     assert main(["eval", "--checkpoint", str(ckpt), "--data", str(data), "--ood", str(foreign), "--output", str(out),
                  "--workers", "0"]) == 0
@@ -261,7 +265,7 @@ def test_eval_ood_auroc_and_report_with_heat_maps(proto, tmp_path):
     out_msp = fvt.Classifier.from_checkpoint(ckpt).predict_proba(sorted(foreign.glob("*.png"))).max(1)
     y = np.r_[np.ones(len(in_msp)), np.zeros(len(out_msp))]
     assert m["ood_auroc_msp"] == pytest.approx(roc_auc_score(y, np.r_[in_msp, out_msp]), abs=1e-6)
-    assert m["temperature"] == pytest.approx(torch.load(ckpt, weights_only=True)["calibration"]["temperature"])
+    assert m["temperature"] == 2.0 and m["ece"] != m["ece_uncalibrated"]
     assert {"ece_uncalibrated", "ood_fpr95_energy", "coverage_at_precision"} <= set(m)
     index = json.loads((out / "explain" / "index.json").read_text())["images"]
     assert sum(e["kind"] == "correct" for e in index) == 6         # two correct images per class
