@@ -267,22 +267,25 @@ def test_serve_help_loads_no_server_library():
     assert out.stdout.strip().splitlines()[-1] == "[0, 2] []", (out.stdout[-500:], out.stderr[-2000:])
 
 
-def test_a_stored_rejection_threshold_answers_unknown(setup, tmp_path):
-    import inspect
-
-    from fvt.evaluation.predict import Classifier
-
-    if "reject" not in inspect.signature(Classifier).parameters:
-        pytest.skip("this fvt's Classifier applies no rejection threshold yet")
+def test_a_stored_rejection_threshold_answers_unknown_unless_turned_off(setup, tmp_path):
     root, data, ckpt = setup
     ck = torch.load(ckpt, weights_only=True)
     ck["reject"] = {"threshold": 0.99, "target_precision": 0.95, "coverage": 0.1}  # above any top prob here
     rejecting = tmp_path / "reject.pt"
     torch.save(ck, rejecting)
-    options = ServeOptions(checkpoint=str(rejecting), device="cpu", log_level="warning").check()
     f = sorted(data.rglob("*.png"))[0]
-    with running(create_app(options, ModelRunner.load(options)), options) as url:
-        info = httpx.get(url + "/v1/model").json()
-        row = httpx.post(url + "/v1/predict", files={"f": (f.name, f.read_bytes(), "image/png")}).json()["predictions"][0]
-    assert info["reject_threshold"] == 0.99
-    assert row["pred"] == "unknown" and row["prob"] < 0.99 and row["topk"][0]["label"] in CLASSES
+    answers = {}
+    for reject in (None, "none", "0.2"):
+        options = ServeOptions(checkpoint=str(rejecting), device="cpu", log_level="warning", reject=reject).check()
+        with running(create_app(options, ModelRunner.load(options)), options) as url:
+            info = httpx.get(url + "/v1/model").json()
+            row = httpx.post(url + "/v1/predict", files={"f": (f.name, f.read_bytes(), "image/png")}).json()
+        answers[reject] = (info["reject_threshold"], row["predictions"][0])
+    ref = manual_probs(ckpt, [f])[0]
+    threshold, row = answers[None]  # by default the run's own threshold applies
+    assert threshold == 0.99 and row["pred"] == "unknown" and row["prob"] == pytest.approx(ref.max(), abs=2e-4)
+    assert row["topk"][0]["label"] == CLASSES[ref.argmax()]  # the best guess stays in the top-k
+    threshold, row = answers["none"]
+    assert threshold is None and row["pred"] == CLASSES[ref.argmax()]
+    threshold, row = answers["0.2"]  # below the top probability of this 3-class model: answered
+    assert threshold == 0.2 and row["pred"] == CLASSES[ref.argmax()] and ref.max() > 0.2

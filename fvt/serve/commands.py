@@ -44,6 +44,10 @@ def add_serve_arguments(p) -> None:
                      help=f"Threads decoding images per process. [default: {d.decode_threads}]")
     run.add_argument("--topk", type=int, default=d.topk, metavar="K",
                      help=f"Labels per image unless a request asks (?topk=K). [default: {d.topk}]")
+    run.add_argument("--reject", metavar="auto|none|P", help="Answer 'unknown' below a top probability: auto (the "
+                     "threshold stored with the run), none, or P. Default: the stored threshold when the model has one.")
+    run.add_argument("--target-precision", type=float, metavar="P", help="With --reject auto: re-choose the stored "
+                     "threshold for this validation precision (as fvt predict).")
     run.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N. [default: auto]")
     run.add_argument("--amp", choices=("none", "auto", "bf16", "fp16"), default=d.amp,
                      help="Autocast precision for PyTorch weights. [default: none]")

@@ -35,6 +35,8 @@ class ServeOptions:
     max_concurrency: int = 128            # requests in progress at once (per process); beyond: 503
     timeout_s: float = 30.0               # body upload (408) and the answer (504)
     topk: int = 5
+    reject: Optional[str] = None          # none | auto | a probability; None: the model's stored threshold, if any
+    target_precision: Optional[float] = None  # with reject "auto": re-choose the stored threshold
     token: Optional[str] = None           # bearer token for /v1/* and /metrics; None: open
     log_level: str = "info"
     # Ray Serve (--ray)
@@ -71,6 +73,15 @@ class ServeOptions:
         if self.max_queue < self.max_batch:
             raise UsageError(f"--max-queue {self.max_queue} is below --max-batch {self.max_batch}: "
                              f"a full batch could never wait")
+        if self.reject not in (None, "none", "auto"):
+            try:
+                ok = 0.0 <= float(self.reject) <= 1.0
+            except ValueError:
+                ok = False
+            if not ok:
+                raise UsageError(f"--reject {self.reject!r}: use auto, none or a probability such as 0.6")
+        if self.target_precision is not None and self.reject != "auto":
+            raise UsageError("--target-precision chooses the threshold of --reject auto; add --reject auto")
         if self.token is not None and not self.token.strip():
             raise UsageError(f"--token / {TOKEN_ENV} is empty: give a token or leave both unset")
         self._check_ray()

@@ -11,7 +11,7 @@ import hashlib
 import io
 import re
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from PIL import Image
 
 from .. import __version__
 from ..data.decode import ImageDecodeError, load_image
+from ..evaluation.abstain import UNKNOWN
 from ..evaluation.loading import LoadedModel, load_any
 from ..evaluation.predict import Classifier, prediction_row
 from .options import ServeOptions
@@ -43,14 +44,14 @@ def fingerprint(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()[:12]
 
 
-def _reject_kwargs(loaded: LoadedModel) -> dict:
-    """Answer ``unknown`` below the rejection threshold stored with the run, where the model has one
-    and this fvt's Classifier applies it (``reject="auto"``)."""
-    if getattr(loaded, "reject_threshold", None) is None:
-        return {}
-    import inspect
-
-    return {"reject": "auto"} if "reject" in inspect.signature(Classifier).parameters else {}
+def reject_setting(loaded: LoadedModel, options: ServeOptions) -> Optional[str]:
+    """What ``Classifier(reject=...)`` gets: ``--reject`` when given, else the model's own threshold when it
+    carries one (``unknown`` below it, as ``fvt predict --reject auto``), else none."""
+    if options.reject is not None:
+        return None if options.reject == "none" else options.reject
+    if loaded.reject_threshold is None or UNKNOWN in loaded.classes:  # a class named "unknown": no silent clash
+        return None
+    return "auto"
 
 
 class ModelRunner:
@@ -60,7 +61,7 @@ class ModelRunner:
     def __init__(self, loaded: LoadedModel, options: ServeOptions, amp_dtype=None):
         self.loaded, self.options = loaded, options
         self.clf = Classifier(loaded, batch_size=options.max_batch, workers=0, amp_dtype=amp_dtype,
-                              **_reject_kwargs(loaded))
+                              reject=reject_setting(loaded, options), target_precision=options.target_precision)
         self.classes: List[str] = list(self.clf.classes)
         source = Path(loaded.info.get("source", options.checkpoint))
         self.version = fingerprint(source) if source.exists() else "unknown"
@@ -108,7 +109,7 @@ class ModelRunner:
                 "weights": loaded.info.get("weights", "raw"), "precision": loaded.info.get("precision", "fp32"),
                 "file": Path(loaded.info.get("source", o.checkpoint)).name,
                 "preprocessing": dict(loaded.preprocessing),
-                "reject_threshold": getattr(self.clf, "reject_threshold", None),
+                "reject_threshold": self.clf.reject_threshold, "temperature": self.clf.temperature,
                 "topk_default": min(o.topk, len(self.classes)),
                 "batching": {"max_batch": o.max_batch, "max_wait_ms": o.max_wait_ms},
                 "limits": {"max_body_bytes": o.max_body_bytes, "max_images": o.max_images, "timeout_s": o.timeout_s}}
