@@ -45,6 +45,9 @@ def check_config(cfg: Config) -> None:
     from .trackers import parse_log_to
 
     parse_log_to(cfg.train.log_to)  # an unknown tracker or a missing mlflow/wandb: before the data scan
+    from .speedups import check_options
+
+    check_options(cfg)  # --time, --progressive, --cache
 
 
 def check_names(cfg: Config) -> None:
