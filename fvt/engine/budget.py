@@ -52,8 +52,13 @@ _COUNT_FROM: Optional[float] = None  # when the clock started: the `fvt train` p
 def count_from_process_start() -> None:
     """Make budgets count from the start of this process (`fvt train`: Python's start-up and imports
     are part of the user's wait), not from the start of ``train()`` (the API: a notebook's kernel is older)."""
+    import sys
+    from pathlib import Path
+
     global _COUNT_FROM
-    _COUNT_FROM = process_start_time()
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    launched = (spec is not None and spec.name.split(".")[0] == "fvt") or Path(sys.argv[0] or "").name == "fvt"
+    _COUNT_FROM = process_start_time() if launched else None  # not when main() is called inside another program
 
 
 def process_start_time() -> Optional[float]:
@@ -83,7 +88,7 @@ def parse_duration(text: str) -> float:
         raise UsageError(f"--time {text}: expected a duration such as 90s, 15m, 2h or 1h30m{hint}")
     seconds = sum(float(v) * _UNIT[u] for v, u in parts)
     if seconds <= 0:
-        raise UsageError(f"--time {text}: the budget must be longer than 0 s")
+        raise UsageError(f"--time {text}: the budget must be longer than 0 s, e.g. 90s, 15m, 2h")
     return seconds
 
 

@@ -113,12 +113,11 @@ def plan(run) -> None:
     saved = ckpt.get("budget")
     train_s = None
     if seconds is not None and saved and float(saved["seconds"]) == seconds:  # the same budget: keep its plan
-        st.budget = Budget.restore(saved, clock_start(run.t_start))
-        cfg.sched.epochs, cfg.sched.warmup_epochs = st.budget.epochs, st.budget.warmup
-        run.log(f"time budget {duration(seconds)}: {duration(st.budget.spent_before)} spent before this resume; "
-                f"keeping the plan of {st.budget.epochs} epochs")
+        st.budget = _restored_budget(run, saved, done, full)
         train_s = _train_seconds(st.budget.costs, st.sizes_for(cfg.sched.epochs, full), done)
     elif seconds is not None or cfg.model.compile == "auto":
+        if seconds is not None and (saved or {}).get("spent_s", 0) + time.time() - clock_start(run.t_start) >= seconds:
+            raise UsageError(f"--time {cfg.sched.time}: the set-up alone took the whole budget; give more time")
         costs = _probe_costs(run, st, full)
         if seconds is not None:
             st.budget, st.compile = _new_budget(run, st, seconds, costs, done, saved, full)
@@ -134,10 +133,33 @@ def plan(run) -> None:
                 f"{describe(st.sizes)}")
 
 
+def _restored_budget(run, saved: dict, done: int, full: int) -> Budget:
+    """A resume under the same budget keeps the plan (an exact resume stays exact) unless the restart
+    itself ate the time it needed: then the plan shrinks, down to no more epoch at all."""
+    cfg, st = run.cfg, run.speed
+    b = Budget.restore(saved, clock_start(run.t_start))
+    fits = fit_epochs(b.left(), b.costs, lambda e: st.sizes_for(e, full), done, cfg.train.eval_every)
+    epochs = D.broadcast_object(min(fits, b.epochs) if run.dist.is_main else None)
+    if epochs <= done:
+        more = duration(max(60.0, b.spent() + b.costs.train_at(full) + b.costs.eval + b.costs.closing))
+        raise UsageError(f"--time {cfg.sched.time}: the budget is spent ({duration(b.spent())} of "
+                         f"{duration(b.seconds)} with this restart); resume with a larger --time, e.g. --time {more}")
+    note = "keeping the plan" if epochs == b.epochs else f"the rest no longer fits: {epochs} epochs instead"
+    run.log(f"time budget {duration(b.seconds)}: {duration(b.spent_before)} spent before this resume, "
+            f"{duration(b.spent())} now; {note} of {b.epochs} epochs")
+    b.epochs = epochs
+    cfg.sched.epochs, cfg.sched.warmup_epochs = epochs, b.warmup
+    return b
+
+
 def _probe_costs(run, st: SpeedPlan, full: int) -> Costs:
     from .probe import measure
 
     sizes = sorted({*(st.start_end or ()), full} if st.start_end else {full})
+    try:  # the closing report's imports (matplotlib, scikit-learn) now, inside the measured set-up
+        import fvt.evaluation.report  # noqa: F401
+    except ImportError:
+        pass
     probe = measure(run, sizes)  # every rank probes (they share the machine as in training), rank 0's counts
     run.log(f"probe ({probe.wall_s:.1f}s): train step {', '.join(f'{t:.2f}s at {s} px' for s, t in sorted(probe.step_s.items()))}, "
             f"evaluation batch {probe.eval_step_s:.2f}s, data {1000 * probe.data_train_s:.1f} ms/image, "
