@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 
-import pytest
 import torch
 
 from fvt.cli import main

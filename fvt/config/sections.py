@@ -100,7 +100,7 @@ class OptimConfig:
 @dataclass
 class SchedConfig:
     sched: str = opt("cosine", "LR schedule.", choices=("cosine", "step", "multistep", "plateau", "poly", "tanh", "none"))
-    epochs: int = opt(30, "Total training epochs (with --time: the most the budget may choose).", range="[1, inf)")
+    epochs: int = opt(30, "Total training epochs (with --time: chosen by the budget; do not give both).", range="[1, inf)")
     time: Optional[str] = opt(None, "Time budget for the whole run (training, evaluation, report), e.g. 90s, 15m, 2h, "
                                     "1h30m: a short probe measures this machine, then --epochs and the warm-up are set "
                                     "to fit it.")

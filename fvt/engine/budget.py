@@ -14,15 +14,21 @@ been given. ``--epochs`` itself is replaced: given together with ``--time`` on t
 is an error (both would set the length); a config file's epochs give way to the budget.
 
 Course corrections. The probe cannot see everything (DataLoader workers competing with the model
-for cores, a machine that gets busier), so after the first full epoch (the second when the model
-is compiled: the first one includes compiling) the plan is redone from the measured epoch and
-evaluation times; the schedule is rebuilt at the current step (during the warm-up, so the lr
-curve does not jump). Later, if the forecast end passes the budget, the plan shrinks again; and
-if not even one more epoch fits, the run stops (``stopped_by: time``) and finishes normally.
+for cores, a machine that gets busier), so after every epoch the estimates become the medians of
+what the measured epochs took (training, evaluation, and the gap between epochs: checkpoint
+writes, logs) and the plan is redone: both ways while less than half of the run is done (the lr
+is still near its peak, so a longer or shorter cosine barely moves it; the first epoch, and the
+first two of a compiled run, are still in the warm-up), later only shorter. The schedule is rebuilt
+at the current step, as a resume with another ``--epochs`` does. If not even one more epoch fits,
+the run stops (``stopped_by: time``) and finishes normally.
 
-Resume: the checkpoint holds the budget, the seconds already spent and the plan; a resumed run
-keeps the plan (an exact resume stays exact) and counts its own time on top of the time spent.
-A resume with another ``--time`` re-plans what is left of the new budget.
+Resume: the checkpoint holds the budget, the seconds already spent and the plan (key ``budget``).
+A resume under the same ``--time`` keeps the plan (an exact resume stays exact) and counts its own
+time on top of the time spent (the pause between the two processes does not count); when its own
+restart has eaten the time the plan needed, the plan shrinks, and a budget already spent is
+refused (exit 2) naming a ``--time`` that would continue. A resume with another ``--time``
+re-plans what is left of the new budget. From the command line the clock starts with the
+process (Python's start-up is part of the wait); from ``fvt.train()`` with the call.
 """
 
 from __future__ import annotations
@@ -234,7 +240,7 @@ def smaller_setups(model: str, size: int, costs: Costs, seconds_left: float, eva
     if not here:
         return []
     variants = LADDER[:LADDER.index(model) + 1] if model in LADDER else LADDER
-    sizes = sorted({size, *range(64, size, 32)}, reverse=True)
+    sizes = sorted({size, *range(32, size, 32)}, reverse=True)
     found = []
     for name in variants:
         for s in sizes:
