@@ -118,11 +118,19 @@ def test_evaluation_on_cached_images_is_bit_identical(tmp_path):
 
 
 def test_ram_cache_is_shared_with_workers_and_freed(tmp_path):
+    import subprocess
+    import sys
+
     data, run = _folder(tmp_path / "data"), tmp_path / "run"
     plain, _ = _bundle(data, run)
     cached, _ = _bundle(data, run)
-    _attach(cached, run, mode="ram")
     folder = cache_folder("ram", run)
+    stale = folder.with_name(folder.name + "-killed")  # a ram cache whose run was killed: its owner is gone
+    stale.mkdir(parents=True)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (stale / "owner").write_text(gone.stdout)
+    _attach(cached, run, mode="ram")
+    assert not stale.exists()
     assert folder.is_dir() and (folder / "train.u8").is_file()
     want = torch.cat([b[0] for b in build_eval_loader(plain.val, 3, workers=0)])
     got = torch.cat([b[0] for b in build_eval_loader(cached.val, 3, workers=2)])

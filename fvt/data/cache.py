@@ -315,9 +315,10 @@ def attach_caches(bundle, mode: str, max_gb: Optional[float], run_dir: Path, tra
     elif val_op is not None:
         lines.append("cache: validation images not cached (the bound leaves no room for them)")
     if builder:
+        if mode == "ram":  # first: a cache this run folder left behind when it was killed goes too
+            _sweep_stale_ram_caches(folder.parent)
         folder.mkdir(parents=True, exist_ok=True)
         if mode == "ram":
-            _sweep_stale_ram_caches(folder.parent)
             (folder / "owner").write_text(f"{os.getpid()}\n")
     caches = {}
     for name, ds, op in jobs:

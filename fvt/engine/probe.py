@@ -52,12 +52,15 @@ def _amp_name(dtype: Optional[torch.dtype]) -> str:
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "none")
 
 
-def _time(fn, device: torch.device, min_total: float = 0.3, max_reps: int = 5) -> float:
-    """Median seconds of ``fn()`` after one untimed call; at least 2 repetitions, more while under
-    ``min_total`` seconds (tiny models), at most ``max_reps``."""
+def _time(fn, device: torch.device, min_total: float = 0.3, max_reps: int = 5, slow: float = 2.0) -> float:
+    """Median seconds of ``fn()`` after one untimed call; 2 repetitions (1 when the untimed call took
+    over ``slow`` seconds: a large model, the probe must stay short), more while under ``min_total``
+    seconds (tiny models), at most ``max_reps``."""
+    t = time.perf_counter()
     fn()
+    need = 1 if time.perf_counter() - t > slow else 2
     times: List[float] = []
-    while len(times) < 2 or (sum(times) < min_total and len(times) < max_reps):
+    while len(times) < need or (sum(times) < min_total and len(times) < max_reps):
         sync(device)
         t = time.perf_counter()
         fn()
