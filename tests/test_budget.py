@@ -165,3 +165,22 @@ def test_a_spent_budget_is_not_resumed(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "the budget is spent" in err and "--time" in err
     assert (out / "last.pt").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_cache_one_plan_and_the_sizes(tmp_path):
+    """torchrun, 2 CPU processes: rank 0's plan holds for both, the ram cache is decoded once on the machine,
+    progressive sizes change for both, and the budget is kept."""
+    from test_distributed import _torchrun
+
+    data = make_folder(tmp_path / "data", classes=2, per_class=12)
+    out = tmp_path / "run"
+    r = _torchrun(["-m", "fvt", "train", "--data", data, "--output", out, *TINY, "--img-size", "48",
+                   "--batch-size", "4", "--device", "cpu", "--time", "90s", "--cache", "ram", "--progressive", "32:48",
+                   "--workers", "1", "--log-to", "none"])
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    text = r.stdout + r.stderr
+    assert text.count("decoded, 0 reused") == 2  # train and val, by one process
+    assert "trains at 32 px" in text and "trains at 48 px" in text
+    used = [e for e in _events(out) if e["kind"] == "budget" and "spent_s" in e][-1]
+    assert 0.6 * 90 <= used["spent_s"] <= 1.10 * 90, used

@@ -146,6 +146,8 @@ def build_view(core: nn.Module, size: int) -> nn.Module:
         view = create_model(core.model_name, **kw)
     finally:
         set_rng_state(state)
+    if any(isinstance(m, nn.SyncBatchNorm) for m in core.modules()):  # --sync-bn: the view's statistics too
+        view = nn.SyncBatchNorm.convert_sync_batchnorm(view)
     device = next(core.parameters()).device
     return view.to(device)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import torch
 
@@ -270,8 +270,10 @@ def start_epoch(run) -> None:
         st.current = size
 
 
-def end_epoch(run, row: dict) -> bool:
-    """After an epoch: learn its real cost, re-plan the budget if needed; True when time is up.
+def end_epoch(run, row: dict, evaluate: Callable[[], dict]) -> bool:
+    """After an epoch (before its row is logged): learn its real cost and re-plan the budget if needed;
+    True when time is up. A run that stops here gets its evaluation now if the epoch had none (``evaluate``),
+    so that best.pt holds the final weights' score.
 
     While less than half the run is done the plan follows the measurements both ways (the lr is
     still near its peak, so a longer or shorter cosine barely changes it); later it only shrinks."""
@@ -279,7 +281,7 @@ def end_epoch(run, row: dict) -> bool:
     b = st.budget
     if b is None:
         return False
-    cfg, done = run.cfg, run.state.epoch
+    cfg, done = run.cfg, run.state.epoch + 1
     full = run.data.preprocessing.input_size[0]
     size = st.sizes[done - 1] if st.sizes else full
     learn = not st.partial and b.trained + 1 >= b.replan_after
@@ -290,13 +292,17 @@ def end_epoch(run, row: dict) -> bool:
     if stop:
         run.log(f"time budget {duration(b.seconds)}: {duration(b.spent())} spent, another epoch would not end in "
                 f"time; stopping after epoch {done} of {b.epochs}")
+        if run.val_loader is not None and "eval_time_s" not in row:
+            t = time.time()
+            row.update(evaluate())
+            row["eval_time_s"] = time.time() - t
         return True
     if epochs != b.epochs:
-        _replan(run, epochs, wall)
+        _replan(run, epochs, wall, done)
     return False
 
 
-def _replan(run, epochs: int, wall: float) -> None:
+def _replan(run, epochs: int, wall: float, done: int) -> None:
     from .optim import build_scheduler
 
     cfg, st, b = run.cfg, run.speed, run.speed.budget
@@ -310,7 +316,7 @@ def _replan(run, epochs: int, wall: float) -> None:
         run.parts.scheduler = run.scheduler
     if run.dist.is_main:
         cfg.save(run.run_dir / "config.yaml")
-    run.log(f"time budget {duration(b.seconds)}: epoch {run.state.epoch} took {wall:.1f}s; re-planned to {epochs} "
+    run.log(f"time budget {duration(b.seconds)}: epoch {done} took {wall:.1f}s; re-planned to {epochs} "
             f"epochs (was {before}), the {cfg.sched.sched} schedule rebuilt at step {run.state.step}")
     if run.logger is not None:
         run.logger.event("budget", epochs=epochs, was=before, spent_s=b.spent(), seconds=b.seconds)

@@ -339,6 +339,7 @@ def _check_diverged(run: Run, row: dict) -> None:
 def _end_epoch(run: Run, row: dict, stats: dict) -> Optional[str]:
     """Schedule, logs, best checkpoints, last.pt; returns why the run ends here (early_stop, time), if it does."""
     cfg, s = run.cfg, run.state
+    out_of_time = speedups.end_epoch(run, row, lambda: _evaluate(run))  # --time: re-plan; a last epoch is evaluated
     _check_diverged(run, row)
     s.epoch += 1
     s.position = 0
@@ -357,7 +358,6 @@ def _end_epoch(run: Run, row: dict, stats: dict) -> Optional[str]:
     improved = D.broadcast_object(improved)
     if key in row:
         s.bad_evals = 0 if improved == 0 else s.bad_evals + 1
-    out_of_time = speedups.end_epoch(run, row)  # --time: re-plan, or stop when another epoch would not fit
     save_last(run, True)
     run.log(format_epoch_line(row, run.epochs) + (" | best" if improved == 0 else ""))
     run.notify("on_epoch_end", row)
