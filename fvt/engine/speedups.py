@@ -16,7 +16,7 @@ import torch
 
 from ..errors import UsageError
 from . import distributed as D
-from .budget import (FEW_EPOCHS, Budget, Costs, clock_start, cost_of, duration, fit_epochs, parse_duration, shaped_warmup,
+from .budget import (CLOSING_S, FEW_EPOCHS, Budget, Costs, clock_start, cost_of, duration, fit_epochs, parse_duration, shaped_warmup,
                      smaller_setups)
 from .compiling import GAIN, COMPILE_S, compile_choice
 from .progressive import ProgressiveModel, check_progressive, describe, parse_progressive, size_schedule
@@ -94,7 +94,10 @@ def _costs(probe, run) -> Costs:
         nets = 2 if run.ema is not None else 1
         eval_bs = cfg.data.eval_batch_size or 2 * bs
         ev = nets * (len(run.val_loader) * batch(probe.eval_step_s, probe.data_val_s * eval_bs) + 0.3 * (workers > 0))
-    return Costs(train, ev, probe.save_s + 0.3)
+    closing = CLOSING_S
+    if getattr(cfg.train, "calibrate", False) and run.val_loader is not None:  # one more validation pass at the end
+        closing += ev / (2 if run.ema is not None else 1) + probe.save_s
+    return Costs(train, ev, probe.save_s + 0.3, closing)
 
 
 def plan(run) -> None:
@@ -156,10 +159,11 @@ def _probe_costs(run, st: SpeedPlan, full: int) -> Costs:
     from .probe import measure
 
     sizes = sorted({*(st.start_end or ()), full} if st.start_end else {full})
-    try:  # the closing report's imports (matplotlib, scikit-learn) now, inside the measured set-up
-        import fvt.evaluation.report  # noqa: F401
-    except ImportError:
-        pass
+    for module in ("fvt.evaluation.report", "fvt.evaluation.trust"):  # the closing's imports now, in the measured set-up
+        try:
+            __import__(module)
+        except ImportError:
+            pass
     probe = measure(run, sizes)  # every rank probes (they share the machine as in training), rank 0's counts
     run.log(f"probe ({probe.wall_s:.1f}s): train step {', '.join(f'{t:.2f}s at {s} px' for s, t in sorted(probe.step_s.items()))}, "
             f"evaluation batch {probe.eval_step_s:.2f}s, data {1000 * probe.data_train_s:.1f} ms/image, "
