@@ -114,6 +114,10 @@ def train(config: Union[None, PathLike, Config, dict] = None, *,
 
     tune_allocator()  # as the commands do (fvt/runtime.py)
 
+    if options.get("time") not in (None, "none") and "epochs" in options:
+        from .engine.commands import TIME_AND_EPOCHS
+
+        raise UsageError(TIME_AND_EPOCHS)
     cfg = build_config(config, **options)
     adapter = _FunctionCallbacks(on_step, on_epoch_end)
     summary = run_training(cfg, callbacks=[adapter, *(callbacks or [])])

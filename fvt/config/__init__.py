@@ -111,6 +111,9 @@ def _unknown(key: str, where: str = "") -> str:
 def coerce(key: str, value: Any) -> Any:
     """Check and convert a value for field ``key``; raise UsageError naming the key."""
     typ = FIELD_TYPES[key]
+    aliases = FIELDS[key].metadata.get("aliases")
+    if aliases and isinstance(value, (bool, str)):  # another spelling of a choice (old configs: a bool)
+        value = aliases.get(value.lower() if isinstance(value, str) else value, value)
     optional = get_origin(typ) is Union and type(None) in get_args(typ)
     base = [a for a in get_args(typ) if a is not type(None)][0] if optional else typ
     if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and base is not str):
@@ -189,6 +192,8 @@ def add_config_arguments(parser, sections=None) -> None:
                 group.add_argument(flag, nargs="+", metavar="V", **kw)
             else:
                 choices = f.metadata.get("choices")
+                if f.metadata.get("const") is not None:  # the bare flag means this value
+                    kw.update(nargs="?", const=f.metadata["const"])
                 group.add_argument(flag, metavar="|".join(choices) if choices else f.name.upper(), **kw)
 
 

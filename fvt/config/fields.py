@@ -8,11 +8,17 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 
-def opt(default, help: str, choices=None, range=None, length=None, item=None, **kw):
+def opt(default, help: str, choices=None, range=None, length=None, item=None, aliases=None, const=None, **kw):
     """A config field. ``range``: valid values (``"[0, 1)"``, ``"(0, inf)"`` or a closed
     ``(lo, hi)``), for a list each item; ``length``: a list's length (N or (min, max));
-    ``item``: a list's item type (int or float)."""
+    ``item``: a list's item type (int or float); ``aliases``: other spellings accepted for a
+    choice (e.g. ``True: "on"``, so a field that used to be a bool still reads old configs);
+    ``const``: the value of the bare flag (``--compile`` alone means ``--compile on``)."""
     meta = {"help": help}
+    if aliases is not None:
+        meta["aliases"] = dict(aliases)
+    if const is not None:
+        meta["const"] = const
     if choices is not None:
         meta["choices"] = tuple(choices)
     if range is not None:

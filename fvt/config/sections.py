@@ -27,7 +27,10 @@ class ModelConfig:
     sync_bn: bool = opt(False, "Convert BatchNorm to SyncBatchNorm under distributed training.")
     grad_checkpointing: bool = opt(False, "Recompute activations in backward to save memory.")
     channels_last: bool = opt(True, "Use channels_last memory format for the convolutional stages.")
-    compile: bool = opt(False, "Wrap the model with torch.compile.")
+    compile: str = opt("off", "torch.compile the model: on, off, or auto (compile only when the run is long enough to "
+                              "repay the compile time; see docs/train-faster.md). true/false mean on/off.",
+                       choices=("auto", "on", "off"), aliases={True: "on", False: "off", "true": "on", "false": "off",
+                                                               "yes": "on", "no": "off"}, const="on")
 
 
 @dataclass
@@ -42,6 +45,11 @@ class DataConfig:
     sampler: str = opt("random", "Training sampler.", choices=("random", "balanced", "repeated"))
     repeats: int = opt(3, "Repeats per image for the repeated-augmentation sampler.", range="[1, 64]")
     verify_images: bool = opt(False, "Fully decode every image in the start-up scan (slower; default: header check).")
+    cache: str = opt("none", "Decode and resize each image once and keep the uint8 pixels: ram (shared memory, freed "
+                             "when the run ends) or disk (RUN/cache, reused on resume); augmentation still runs every "
+                             "epoch. Folders and CSV data only.", choices=("none", "ram", "disk"))
+    cache_max_gb: Optional[float] = opt(None, "Most memory (ram) or disk space (disk) the --cache may take, in GB. "
+                                              "Default: half of what is available.", range="(0, inf)")
     relabel: Optional[str] = opt(None, "CSV of path,new_label rows (new_label: a class, drop, or empty to keep; fvt data audit writes a template): labels changed for this run only, the folder is not touched. Copied to RUN/relabel.csv.")
     shuffle_buffer: int = opt(1000, "Shards (--data from fvt data shard): samples in each worker's shuffle buffer.", range="[1, inf)")
 
@@ -93,7 +101,12 @@ class OptimConfig:
 @dataclass
 class SchedConfig:
     sched: str = opt("cosine", "LR schedule.", choices=("cosine", "step", "multistep", "plateau", "poly", "tanh", "none"))
-    epochs: int = opt(30, "Total training epochs.", range="[1, inf)")
+    epochs: int = opt(30, "Total training epochs (with --time: chosen by the budget; do not give both).", range="[1, inf)")
+    time: Optional[str] = opt(None, "Time budget for the whole run (training, evaluation, report), e.g. 90s, 15m, 2h, "
+                                    "1h30m: a short probe measures this machine, then --epochs and the warm-up are set "
+                                    "to fit it.")
+    progressive: Optional[str] = opt(None, "Progressive resizing START:END (pixels): train at START px first, ramp "
+                                           "linearly to END px, evaluate at --img-size (docs/train-faster.md).")
     warmup_epochs: float = opt(3, "Linear warmup epochs.", range="[0, inf)")
     warmup_lr: float = opt(1e-6, "LR at the start of warmup.", range="[0, inf)")
     min_lr: float = opt(1e-6, "Floor of the schedule.", range="[0, inf)")

@@ -1,7 +1,8 @@
 """The image dataset and the batch collation that drops files failing mid-epoch.
 
 ``ImageDataset[key]`` takes an index, or an ``(index, sample_seed)`` pair from a training
-sampler: python ``random``, numpy and torch are then seeded from ``sample_seed`` before the
+sampler (``(index, sample_seed, size)`` under progressive resizing: ``transform_at(size)`` then
+replaces ``transform``): python ``random``, numpy and torch are then seeded from ``sample_seed`` before the
 transform runs, so a sample's augmentation depends only on (seed, epoch, position) -- not on
 the number of workers, and not on where a resumed run restarted. In the main process
 (``workers=0``) the RNG states are restored afterwards so the training loop's own random
@@ -52,6 +53,8 @@ class ImageDataset(Dataset):
         self.transform = transform
         self.bad_file_log = Path(bad_file_log) if bad_file_log else None
         self.min_decode_size = min_decode_size  # lets JPEG draft mode shrink large photos on decode
+        self.cache = None  # fvt.data.cache.ImageCache: pixels decoded once (--cache)
+        self.transform_at = None  # size -> the training transform at that size (progressive resizing)
         self._warned: set = set()
 
     def __len__(self) -> int:
@@ -67,26 +70,30 @@ class ImageDataset(Dataset):
 
     def load(self, index: int):
         """The decoded RGB PIL image of sample ``index`` (raises ``ImageDecodeError``)."""
+        if self.cache is not None:
+            return self.cache.image(index)
         return load_image(self.samples[index][0], self.min_decode_size)
 
     def __getitem__(self, key):
-        index, seed = (key if isinstance(key, tuple) else (key, None))
+        # an index, (index, sample_seed), or (index, sample_seed, size) under progressive resizing
+        index, seed, size = (tuple(key) + (None, None))[:3] if isinstance(key, tuple) else (key, None, None)
         path, target = self.samples[index]
         try:
             img = self.load(index)
         except ImageDecodeError as e:
             self._record_failure(path, str(e))
             return None, target, index
-        if self.transform is not None:
+        transform = self.transform if size is None else self.transform_at(size)
+        if transform is not None:
             if get_worker_info() is not None:  # a DataLoader worker: its RNG and threads are its own
                 if seed is not None:
                     seed_everything_from(seed)
-                img = self.transform(img)
+                img = transform(img)
             else:
-                img = self._transform_in_main_process(img, seed)
+                img = self._transform_in_main_process(img, seed, transform)
         return img, target, index
 
-    def _transform_in_main_process(self, img, seed: Optional[int]):
+    def _transform_in_main_process(self, img, seed: Optional[int], transform: Optional[Callable] = None):
         # Keep the training loop's RNG streams as they were, and run the small per-image tensor
         # ops single-threaded: intra-op threads on a busy CPU made them 20x slower (measured).
         states = (random.getstate(), np.random.get_state(), torch.get_rng_state()) if seed is not None else None
@@ -95,7 +102,7 @@ class ImageDataset(Dataset):
             torch.set_num_threads(1)
             if seed is not None:
                 seed_everything_from(seed)
-            return self.transform(img)
+            return (transform or self.transform)(img)
         finally:
             torch.set_num_threads(threads)
             if states is not None:

@@ -132,6 +132,7 @@ class TrainBatchSampler(Sampler):
         if batch_size < 1:
             raise ValueError("batch size must be >= 1")
         self.sampler, self.batch_size = sampler, int(batch_size)
+        self.size = None  # progressive resizing: the epoch's image size, sent with every item
 
     def _positions(self) -> range:
         start = getattr(self.sampler, "start", 0)
@@ -144,7 +145,7 @@ class TrainBatchSampler(Sampler):
         pos = self._positions()
         batch = []
         for p, item in zip(pos, self.sampler):
-            batch.append(item)
+            batch.append(item if self.size is None else (*item, self.size))
             if (p + 1) % self.batch_size == 0 or p == pos[-1]:
                 yield batch
                 batch = []

@@ -102,6 +102,21 @@ def train_transform(preproc: Preprocessing, aug: Any):
     return T.Compose([*primary.transforms, *three, *final.transforms])
 
 
+class TrainTransformAt:
+    """The training transform at another input size (progressive resizing): ``obj(size)``, built once
+    per size in each process; the augmentation is the same, only the output size changes."""
+
+    def __init__(self, preproc: Preprocessing, aug: Any):
+        self.preproc, self.aug, self._built = preproc, aug, {}
+
+    def __call__(self, size) -> Any:
+        size = normalize_size(size)
+        if size not in self._built:
+            p = Preprocessing(size, self.preproc.mean, self.preproc.std, self.preproc.crop_pct, self.preproc.interpolation)
+            self._built[size] = train_transform(p, self.aug)
+        return self._built[size]
+
+
 def _safe_posterize(fn):
     def posterize(img, bits, **kw):
         return fn(img, int(min(8, max(1, bits))), **kw)

@@ -15,12 +15,16 @@ from pathlib import Path
 from typing import Optional
 
 from ..config import Config, add_config_arguments, config_from_args
-from ..errors import EXIT_INTERRUPTED, EXIT_OK
+from ..errors import EXIT_INTERRUPTED, EXIT_OK, UsageError
+
+TIME_AND_EPOCHS = ("--epochs and --time both set the run's length: drop --epochs (the budget chooses the epochs) "
+                   "or drop --time")
 
 EPILOG = """examples:
   fvt train --data ../shared/datasets/flowers --config configs/flowers.yaml --output runs/flowers
   fvt train --data DIR --pretrained faster_vit_0_224_1k.pth.tar --freeze stages:2 --img-size 160
   fvt train --output runs/flowers --resume auto --epochs 60                   # continue a run
+  fvt train --data DIR --config configs/flowers.yaml --time 10m --cache ram   # the best model in 10 minutes
   fvt train --data DIR                          # no --output: runs/train, then runs/train-2, ...
   torchrun --nproc_per_node=2 -m fvt train --data DIR --batch-size 64          # DDP, 64 per process
 """
@@ -48,6 +52,11 @@ def _resumed_run_config(cfg: Config) -> Optional[Path]:
 
 def run_train(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if str(getattr(args, "time", None)).lower() not in ("none", "null") and hasattr(args, "epochs"):
+        raise UsageError(TIME_AND_EPOCHS)
+    from .budget import count_from_process_start
+
+    count_from_process_start()  # --time counts the command's own start-up
     cfg = config_from_args(args)
     saved = _resumed_run_config(cfg)
     if saved is not None:

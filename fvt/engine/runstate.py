@@ -20,6 +20,7 @@ from .optim import current_lr, load_scheduler_state, scheduler_state
 from .rng import get_rng_state, set_rng_state
 from .runlog import RunLogger
 from .start import StartPlan
+from .speedups import checkpoint_state as speed_state
 from .steps import StepParts, TrainState
 
 BEST_KEYS = {"top1": "val_top1", "top5": "val_top5", "loss": "val_loss", "ema_top1": "ema_val_top1",
@@ -63,6 +64,7 @@ class Run:
     last_saved: Optional[str] = None    # what last.pt holds ("step 12, epoch 3 done"), for D17's message
     t_start: float = field(default_factory=time.time)
     loop_start: Optional[tuple] = None  # (time, step) when the epoch loop began: the ETA's pace
+    speed: Any = None                   # fvt.engine.speedups.SpeedPlan: --time, --progressive, --compile auto
 
     @property
     def resume(self) -> Optional[Path]:
@@ -110,6 +112,7 @@ def checkpoint_dict(run: Run, epoch_complete: bool) -> dict:
         "epoch_loss": {"sum": 0.0 if epoch_complete else s.loss_sum, "count": 0 if epoch_complete else s.loss_count},
         "best_history": [list(h) for h in run.topk.history], "bad_evals": s.bad_evals,
         "epoch_complete": epoch_complete, "elastic_run_id": D.elastic_run_id(),  # a requeued job resumes by itself
+        **speed_state(run),  # --time: the budget, the seconds spent, the plan
     }
 
 

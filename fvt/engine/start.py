@@ -47,6 +47,9 @@ def check_config(cfg: Config) -> None:
 
     parse_log_to(cfg.train.log_to)  # an unknown tracker or a missing mlflow/wandb: before the data scan
     check_options(cfg)  # --class-weights / --relabel files readable before the data scan
+    from .speedups import check_options as check_speed_options
+
+    check_speed_options(cfg)  # --time, --progressive, --cache
 
 
 def check_names(cfg: Config) -> None:

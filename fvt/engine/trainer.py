@@ -36,6 +36,7 @@ from .runlog import RunLogger, format_epoch_line
 from .runstate import (BEST_KEYS, Run, checkpoint_dict, finish_summary, progress_line, resume_run, save_last,
                        selection_weights, weights_finite, what_was_kept)
 from .start import plan_start
+from . import speedups
 from .steps import StepParts, progress_bar_wanted, train_one_epoch
 from .transfer import apply_freeze, count_params, format_params, frozen_batchnorms, initial_freeze, set_epoch_freeze
 from . import trust
@@ -92,6 +93,7 @@ def _train(cfg: Config, dist: D.DistInfo, callbacks: list) -> dict:
             raise TrainingDiverged(f"{e}; {what_was_kept(run)}") from None
         return _finish(run, stopped_by)
     finally:
+        speedups.release(run)  # a ram cache holds memory until the run ends
         if folder is not None:
             folder.close()
 
@@ -119,6 +121,7 @@ def _setup_data(run: Run) -> None:
     run.data = build_data(cfg, run.run_dir, dist.rank, dist.world_size)
     for line in run.data.summary_lines():
         run.log(line)
+    speedups.setup_cache(run)  # --cache: decode once
     trust.after_data(run)  # the class-imbalance warning
 
 
@@ -191,6 +194,7 @@ def _setup_optimization(run: Run) -> None:
             f"{' (auto)' if cfg.train.amp == 'auto' else ''}")
     run.optimizer = build_optimizer(run.core, cfg, run.lr)
     run.updates_per_epoch = math.ceil(len(run.train_loader) / accum)
+    speedups.plan(run)  # --time, --progressive, --compile auto: may set the epochs and warm-up
     run.scheduler, run.epochs = build_scheduler(run.optimizer, cfg, run.updates_per_epoch)
     s = cfg.sched
     if run.scheduler is not None and 0 < s.warmup_epochs and s.warmup_epochs >= s.epochs:  # F8
@@ -222,8 +226,7 @@ def _build_criterion(cfg: Config, num_classes: int):
 def _wrap_model(run: Run) -> None:
     """compile / DDP wrappers (after resume: state dicts load into the plain model), step parts, top-k."""
     cfg, dist = run.cfg, run.dist
-    if cfg.model.compile:
-        run.model = torch.compile(run.model)
+    run.model = speedups.wrap(run, run.model)  # compiled / progressive resizing
     if dist.distributed:
         ids = [dist.device.index] if dist.device.type == "cuda" else None
         run.model = torch.nn.parallel.DistributedDataParallel(
@@ -269,8 +272,9 @@ def _epoch_loop(run: Run) -> str:
             run.log(format_epoch_line(row, run.epochs) + f" | stopped at --max-steps {cfg.train.max_steps}")
             run.notify("on_epoch_end", row)
             return "max_steps"
-        if _end_epoch(run, row, stats):
-            return "early_stop"
+        stop = _end_epoch(run, row, stats)
+        if stop:
+            return stop
     return "epochs"
 
 
@@ -284,6 +288,7 @@ def _train_epoch(run: Run):
         run.logger.event("freeze", epoch=s.epoch, trainable=count_params(run.core)[0])
     sampler.set_epoch(s.epoch)
     sampler.set_start(s.position)
+    speedups.start_epoch(run)
     bar = run.dist.is_main and progress_bar_wanted()
 
     def on_step() -> None:
@@ -305,7 +310,9 @@ def _train_epoch(run: Run):
            "train_loss": stats["train_loss"], "img_per_s": stats["img_per_s"]}
     due = (s.epoch + 1) % max(1, cfg.train.eval_every) == 0 or s.epoch + 1 == run.epochs or mid_epoch
     if run.val_loader is not None and due:
+        t = time.time()
         row.update(_evaluate(run))
+        row["eval_time_s"] = time.time() - t
     return row, stats, mid_epoch
 
 
@@ -331,9 +338,10 @@ def _check_diverged(run: Run, row: dict) -> None:
                                "try a lower --lr, --clip-grad 1.0 or --amp none")
 
 
-def _end_epoch(run: Run, row: dict, stats: dict) -> bool:
-    """Schedule, logs, best checkpoints, last.pt; returns True when early stopping ends the run."""
+def _end_epoch(run: Run, row: dict, stats: dict) -> Optional[str]:
+    """Schedule, logs, best checkpoints, last.pt; returns why the run ends here (early_stop, time), if it does."""
     cfg, s = run.cfg, run.state
+    out_of_time = speedups.end_epoch(run, row, lambda: _evaluate(run))  # --time: re-plan; a last epoch is evaluated
     _check_diverged(run, row)
     s.epoch += 1
     s.position = 0
@@ -357,8 +365,8 @@ def _end_epoch(run: Run, row: dict, stats: dict) -> bool:
     run.notify("on_epoch_end", row)
     if cfg.train.early_stop and s.bad_evals >= cfg.train.early_stop:
         run.log(f"early stop: {s.bad_evals} evaluations without a better {key}")
-        return True
-    return False
+        return "early_stop"
+    return "time" if out_of_time else None
 
 
 # -- 4. finish -------------------------------------------------------------------------------------------
@@ -381,7 +389,7 @@ def _finish(run: Run, stopped_by: str) -> dict:
         report = _write_report(run.run_dir, run.log)
     run.logger.close()  # after the report: trackers upload it as an artifact
     summary = finish_summary(run, stopped_by, report)
-    for line in summary.pop("lines"):
+    for line in summary.pop("lines") + speedups.finish(run, summary):
         run.log(line)
     return summary
 
