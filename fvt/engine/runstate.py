@@ -22,7 +22,8 @@ from .runlog import RunLogger
 from .start import StartPlan
 from .steps import StepParts, TrainState
 
-BEST_KEYS = {"top1": "val_top1", "top5": "val_top5", "loss": "val_loss", "ema_top1": "ema_val_top1"}
+BEST_KEYS = {"top1": "val_top1", "top5": "val_top5", "loss": "val_loss", "ema_top1": "ema_val_top1",
+             "map": "val_map", "ema_map": "ema_val_map"}
 
 
 @dataclass
@@ -62,6 +63,7 @@ class Run:
     last_saved: Optional[str] = None    # what last.pt holds ("step 12, epoch 3 done"), for D17's message
     t_start: float = field(default_factory=time.time)
     loop_start: Optional[tuple] = None  # (time, step) when the epoch loop began: the ETA's pace
+    extras: dict = field(default_factory=dict)  # checkpoint keys of the task (multi-label "thresholds", engine.tasks)
 
     @property
     def resume(self) -> Optional[Path]:
@@ -109,6 +111,7 @@ def checkpoint_dict(run: Run, epoch_complete: bool) -> dict:
         "epoch_loss": {"sum": 0.0 if epoch_complete else s.loss_sum, "count": 0 if epoch_complete else s.loss_count},
         "best_history": [list(h) for h in run.topk.history], "bad_evals": s.bad_evals,
         "epoch_complete": epoch_complete, "elastic_run_id": D.elastic_run_id(),  # a requeued job resumes by itself
+        "task": getattr(run.data, "task", "multiclass"), **run.extras,
     }
 
 

@@ -39,6 +39,12 @@ def add_runtime_arguments(p, batch_default: Optional[int] = 32) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the PyTorch model before running it.")
 
 
+def add_tta_argument(p) -> None:
+    p.add_argument("--tta", choices=("none", "flip", "crops"), default="none",
+                   help="Test-time augmentation: flip (the image and its mirror) or crops (four corners and the centre "
+                        "of the eval resize); the views' probabilities are averaged. [default: none]")
+
+
 def check_runtime_arguments(args) -> None:
     if args.batch_size is not None and args.batch_size < 1:
         raise UsageError(f"--batch-size {args.batch_size}: must be at least 1")
@@ -75,6 +81,7 @@ def add_eval_arguments(p) -> None:
     p.add_argument("--data", metavar="DIR", help="Folder of class folders, a pre-split root (its val folder is used) "
                    "or a CSV of path,label. Default: the run's own validation split.")
     p.add_argument("--output", metavar="DIR", help="Where metrics, figures and report.html go. Default: RUN/eval.")
+    add_tta_argument(p)
     add_runtime_arguments(p, batch_default=None)
 
 
@@ -85,15 +92,22 @@ def run_eval(args) -> int:
     if args.output:
         check_output(args.output, "dir")
     rec = evaluate_checkpoint(args.checkpoint, args.data, args.output, args.ema, args.batch_size, args.device,
-                              workers=args.workers, model_name=args.model, amp=args.amp, compile=args.compile)
+                              workers=args.workers, model_name=args.model, amp=args.amp, compile=args.compile,
+                              tta=args.tta)
     if rec is None:  # a rank > 0 under torchrun
         return 0
-    parts = [f"top1 {rec['top1']:.2f}%"] + ([f"top5 {rec['top5']:.2f}%"] if "top5" in rec else [])
-    parts += [f"loss {rec['loss']:.4f}", f"balanced acc {rec['balanced_accuracy']:.2f}%",
-              f"AUC macro {rec['roc_auc_macro']:.4f}", f"ECE {rec['ece']:.4f}"]
-    print(f"{rec['num_samples']} images ({rec['backend']}): " + ", ".join(parts))
+    if rec.get("task") == "multilabel":
+        parts = [f"mAP {rec['map_macro']:.4f} (micro {rec['map_micro']:.4f})", f"F1 macro {rec['f1_macro']:.4f}",
+                 f"subset accuracy {rec['subset_accuracy']:.4f}", f"Hamming loss {rec['hamming_loss']:.4f}"]
+    else:
+        parts = [f"top1 {rec['top1']:.2f}%"] + ([f"top5 {rec['top5']:.2f}%"] if "top5" in rec else [])
+        parts += [f"loss {rec['loss']:.4f}", f"balanced acc {rec['balanced_accuracy']:.2f}%",
+                  f"AUC macro {rec['roc_auc_macro']:.4f}", f"ECE {rec['ece']:.4f}"]
+    tta = f", tta {args.tta}" if args.tta != "none" else ""
+    print(f"{rec['num_samples']} images ({rec['backend']}{tta}): " + ", ".join(parts))
     out = Path(rec["_reports"][0]).parent
-    print(f"wrote {out}/: metrics.json (top1 in percent), classification_report.txt, predictions.csv, figures")
+    unit = "scores as fractions" if rec.get("task") == "multilabel" else "top1 in percent"
+    print(f"wrote {out}/: metrics.json ({unit}), classification_report.txt, predictions.csv, figures")
     for r in rec["_reports"]:
         print(f"report: {r}")
     return 0
@@ -105,8 +119,26 @@ def add_predict_arguments(p) -> None:
     p.add_argument("paths", nargs="+", metavar="PATHS", help="Image files, folders (searched recursively) or globs.")
     p.add_argument("--topk", type=int, default=5, metavar="K", help="Labels to show per image. [default: 5]")
     p.add_argument("--output", metavar="FILE", help="Also write the predictions to FILE.csv or FILE.json "
-                   "(one row per input; unreadable files carry an error).")
+                   "(one row per input; unreadable files carry an error). Multi-label models: the label set "
+                   "(labels, joined by ';') and one probability column per label.")
+    add_tta_argument(p)
     add_runtime_arguments(p)
+
+
+def _write_label_sets(path: Path, rows, classes) -> None:
+    """Multi-label predictions: path, labels (the predicted set joined by ';'), one probability per label, error."""
+    if path.suffix.lower() == ".json":
+        doc = {"predictions": [{"path": s, "labels": p.labels if p else None,
+                                "probs": dict(zip(classes, p.probs)) if p else None, "error": err or None}
+                               for s, p, err in rows]}
+        path.write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
+        return
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "labels", *classes, "error"])
+        for s, p, err in rows:
+            w.writerow([s, ";".join(p.labels) if p else "", *([f"{v:.6f}" for v in p.probs] if p else [""] * len(classes)),
+                        err])
 
 
 def _write_predictions(path: Path, rows, k: int) -> None:
@@ -124,6 +156,16 @@ def _write_predictions(path: Path, rows, k: int) -> None:
             cells = ([p.label, f"{p.prob:.6f}"] + [c for lab, pr in p.topk[1:] for c in (lab, f"{pr:.6f}")]
                      if p else [""] * (2 * k))
             w.writerow([s] + cells + [err])
+
+
+def _print_label_sets(preds) -> None:
+    width = min(max([len(p.source) for p in preds] + [4]), 60)
+    print(f"{'path':<{width}}  labels (probability)")
+    for p in preds:
+        src = p.source if len(p.source) <= width else "..." + p.source[-(width - 3):]
+        probs = dict(p.topk)
+        shown = ", ".join(f"{c} ({probs[c]:.3f})" if c in probs else c for c in p.labels) or "(none)"
+        print(f"{src:<{width}}  {shown}")
 
 
 def _print_table(preds, k: int) -> None:
@@ -155,18 +197,22 @@ def run_predict(args) -> int:
     loaded = load_any(args.checkpoint, model_name=args.model, ema=args.ema, device=args.device)
     amp = prepare(loaded, args)
     print(f"predicting {len(files)} file(s) with {args.checkpoint}: {describe_weights(loaded)}", file=sys.stderr)
-    clf = Classifier(loaded, args.batch_size, args.workers, amp_dtype=amp, progress=True)
-    k = check_topk(args.topk, len(clf.classes))
+    clf = Classifier(loaded, args.batch_size, args.workers, amp_dtype=amp, progress=True, tta=args.tta)
+    multilabel = clf.task == "multilabel"
+    k = len(clf.classes) if multilabel else check_topk(args.topk, len(clf.classes))
     names, probs, failed = clf.predict_proba_safe(files)
     preds = clf.to_predictions(names, probs, k)
     for src, why in failed:
         print(f"fvt: warning: cannot read {src}: {why}", file=sys.stderr)
     if preds:
-        _print_table(preds, k)
+        _print_label_sets(preds) if multilabel else _print_table(preds, k)
     if args.output:
         by_src, errors = {p.source: p for p in preds}, dict(failed)
         rows = [(str(f), by_src.get(str(f)), errors.get(str(f), "")) for f in files]
-        _write_predictions(Path(args.output), rows, k)
+        if multilabel:
+            _write_label_sets(Path(args.output), rows, clf.classes)
+        else:
+            _write_predictions(Path(args.output), rows, k)
         print(f"wrote {args.output}")
     if not preds:
         print(f"fvt: error: none of the {len(files)} file(s) could be read", file=sys.stderr)

@@ -71,6 +71,13 @@ def write_eval_outputs(out: Path, logits: np.ndarray, targets: np.ndarray, paths
     return record
 
 
+def _with_task(config: dict, task: str) -> dict:
+    """The run's config with the model's task: a multi-label model reads --data as a CSV of label sets."""
+    if task == "multiclass" or not isinstance(config, dict):
+        return config
+    return {**config, "data": {**(config.get("data") or {}), "task": task}}
+
+
 def _progress(loader, show: bool):
     """tqdm.auto over the batches (a bar on a TTY / in notebooks, silent elsewhere); len() preserved."""
     from tqdm.auto import tqdm
@@ -82,23 +89,26 @@ def evaluate_checkpoint(checkpoint: Union[str, Path], data: Optional[Union[str, 
                         output: Optional[Union[str, Path]] = None, ema: Optional[bool] = None,
                         batch_size: Optional[int] = None, device: str = "auto", workers: int = 2,
                         log=print, model_name: Optional[str] = None, amp: str = "none",
-                        compile: bool = False) -> Optional[dict]:
+                        compile: bool = False, tta: str = "none", dataset=None, reports: bool = True) -> Optional[dict]:
     """Evaluate ``checkpoint`` (any file fvt loads, exports included) on ``data`` (default: the
     run's own val split) into ``output`` (default: RUN/eval). ``ema``: None = the weights the
-    run selected. Returns the metrics on rank 0, None on other ranks."""
+    run selected. ``tta``: none, flip or crops (fvt.evaluation.tta), recorded in metrics.json.
+    ``dataset``: a ready eval set instead of ``data`` (``data`` then only names it); ``reports``:
+    False writes no report.html. Returns the metrics on rank 0, None on other ranks."""
     from ..engine import distributed as D
 
     owns_group = not D.is_initialized()
     dist = D.init_distributed(device)
     try:
-        return _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, model_name, amp, compile)
+        return _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, model_name, amp, compile,
+                         tta, dataset, reports)
     finally:
         if owns_group:  # leave a caller's process group alone
             D.cleanup()
 
 
 def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, model_name=None, amp="none",
-              compile=False) -> Optional[dict]:
+              compile=False, tta="none", dataset=None, reports=True) -> Optional[dict]:
     from ..data import build_eval_loader, load_eval_set
     from ..engine import distributed as D
     from ..engine.evaluate import run_inference
@@ -113,12 +123,19 @@ def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, mod
     if compile and loaded.is_torch:
         loaded.model = torch.compile(loaded.model)
     config = (loaded.info or {}).get("config")
-    if config is None and data is None:
+    if config is None and data is None and dataset is None:
         raise UsageError(f"{checkpoint} carries no training config, so there is no val split to use; pass --data DIR")
     run_dir = checkpoint.parent
     out = check_output(Path(output).expanduser() if output else run_dir / "eval", "dir")
-    dataset = load_eval_set(config or {}, run_dir=run_dir, data_override=data,
-                            preprocessing=loaded.preprocessing, classes=loaded.classes)
+    if dataset is None:
+        config = _with_task(config or {}, loaded.task)
+        dataset = load_eval_set(config, run_dir=run_dir, data_override=data,
+                                preprocessing=loaded.preprocessing, classes=loaded.classes)
+    if tta != "none":
+        from ..data.transforms import Preprocessing
+        from .tta import apply_tta
+
+        dataset.transform = apply_tta(loaded, tta, Preprocessing.from_dict(loaded.preprocessing))
     bs = batch_size or (config or {}).get("data", {}).get("eval_batch_size") or 64
     loader = build_eval_loader(dataset, bs, workers=workers, rank=dist.rank, world_size=dist.world_size)
     weights = loaded.info.get("weights", "raw") if loaded.is_torch else f"{loaded.kind} export"
@@ -137,11 +154,19 @@ def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, mod
     paths: List[str] = [str(dataset.paths[i]) for i in indices.tolist()]
     extra = {"checkpoint": str(checkpoint), "weights": weights, "backend": loaded.backend,
              "model_name": loaded.model_name, "epoch": loaded.info.get("epoch"),
-             "data": str(data) if data is not None else "run val split", "world_size": dist.world_size}
-    record = write_eval_outputs(out, logits.numpy(), targets.numpy(), paths, loaded.classes, extra)
-    reports = [write_report(run_dir, out, out / "report.html")]
-    if (run_dir / "config.yaml").is_file() and reports[0] != run_dir / "report.html":
-        reports.append(write_report(run_dir, out))  # refresh the run's own report with this evaluation
-    record["_reports"] = [str(r) for r in reports]
+             "data": str(data) if data is not None else "run val split", "world_size": dist.world_size, "tta": tta}
+    if loaded.task == "multilabel":
+        from .multilabel_outputs import write_multilabel_outputs
+
+        record = write_multilabel_outputs(out, logits.numpy(), targets.numpy(), paths, loaded.classes,
+                                          loaded.thresholds, extra)
+    else:
+        record = write_eval_outputs(out, logits.numpy(), targets.numpy(), paths, loaded.classes, extra)
+    written = []
+    if reports:
+        written = [write_report(run_dir, out, out / "report.html")]
+        if (run_dir / "config.yaml").is_file() and written[0] != run_dir / "report.html":
+            written.append(write_report(run_dir, out))  # refresh the run's own report with this evaluation
+    record["_reports"] = [str(r) for r in written]
     D.barrier()
     return record

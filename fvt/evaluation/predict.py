@@ -35,15 +35,15 @@ ACCEPTED = ("a path, a PIL image, a numpy array (H, W, 3) or (H, W) of uint8 0..
 class _Files(torch.utils.data.Dataset):
     """Decoded + preprocessed files; a file that cannot be read gives (None, index, why)."""
 
-    def __init__(self, paths: Sequence[Path], transform, min_size: int):
-        self.paths, self.transform, self.min_size = list(paths), transform, min_size
+    def __init__(self, paths: Sequence[Path], transform, min_size: int, channels: int = 3):
+        self.paths, self.transform, self.min_size, self.channels = list(paths), transform, min_size, channels
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
         try:
-            return self.transform(load_image(self.paths[i], self.min_size)), i, ""
+            return self.transform(load_image(self.paths[i], self.min_size, channels=self.channels)), i, ""
         except (ImageDecodeError, OSError) as e:
             return None, i, str(e) or type(e).__name__
 
@@ -69,23 +69,41 @@ def array_to_image(a: np.ndarray) -> Image.Image:
     return Image.fromarray(a).convert("RGB")
 
 
+def array_to_bands(a: np.ndarray, channels: int) -> torch.Tensor:
+    """(H, W, N) numpy image for an N-band model -> float tensor (N, H, W) (integers scaled by their range)."""
+    from ..data.channels import bands_tensor
+
+    if a.ndim != 3 or a.shape[-1] != channels:
+        raise UsageError(f"numpy image of shape {a.shape}: this model takes (H, W, {channels}) (channels last)")
+    return bands_tensor(a)
+
+
 @dataclass
 class Prediction:
     label: str                          # most likely class
     prob: float                         # its probability
     topk: List[Tuple[str, float]]       # (label, probability), most likely first
     source: str = ""                    # path, or "<image i>" for in-memory input
+    labels: Optional[List[str]] = None  # multi-label models: the predicted label set (probability >= threshold)
+    probs: Optional[List[float]] = None  # multi-label models: every label's probability, in class order
 
 
 class Classifier:
     """A loaded model plus its preprocessing; ``predict`` accepts any mix of inputs, batched."""
 
     def __init__(self, loaded: LoadedModel, batch_size: int = 32, workers: int = 0,
-                 amp_dtype: Optional[torch.dtype] = None, progress: bool = False):
+                 amp_dtype: Optional[torch.dtype] = None, progress: bool = False, tta: str = "none"):
         self.loaded = loaded
         self.classes = loaded.classes
+        self.task, self.thresholds = loaded.task, loaded.thresholds
         self.preprocessing = Preprocessing.from_dict(loaded.preprocessing)
+        self.channels = self.preprocessing.channels
         self.transform = eval_transform(self.preprocessing)
+        self.tta = tta
+        if tta != "none":  # the model averages the probabilities of the views this transform makes
+            from .tta import apply_tta
+
+            self.transform = apply_tta(loaded, tta, self.preprocessing)
         self.batch_size = max(1, int(batch_size))
         self.workers = max(0, int(workers))
         self.amp_dtype = amp_dtype if loaded.is_torch else None
@@ -93,12 +111,21 @@ class Classifier:
 
     @classmethod
     def from_checkpoint(cls, path: Union[str, Path], model: Optional[str] = None, ema: Optional[bool] = None,
-                        device: str = "auto", batch_size: int = 32, workers: int = 0) -> "Classifier":
+                        device: str = "auto", batch_size: int = 32, workers: int = 0, tta: str = "none") -> "Classifier":
         """Any file fvt loads (checkpoint, safetensors, ONNX, OpenVINO, ...); an official
-        checkpoint needs ``model=NAME``. ``ema``: None = the weights the run selected. Tunes the process's
-        allocator as fvt's commands do (:mod:`fvt.runtime`)."""
+        checkpoint needs ``model=NAME``. ``ema``: None = the weights the run selected. ``tta``: none, flip
+        or crops (fvt.evaluation.tta). Tunes the process's allocator as fvt's commands do (:mod:`fvt.runtime`)."""
         tune_allocator()
-        return cls(load_any(path, model_name=model, ema=ema, device=device), batch_size, workers)
+        return cls(load_any(path, model_name=model, ema=ema, device=device), batch_size, workers, tta=tta)
+
+    def _probs(self, batch: torch.Tensor) -> np.ndarray:
+        """Softmax probabilities (multi-class) or one sigmoid per label (multi-label)."""
+        logits = self._logits(batch)
+        if self.task == "multilabel":
+            from .multilabel_metrics import sigmoid
+
+            return sigmoid(logits)
+        return softmax(logits)
 
     def _logits(self, batch: torch.Tensor) -> np.ndarray:
         from ..engine.evaluate import autocast_context
@@ -113,17 +140,22 @@ class Classifier:
 
     # -- inputs ------------------------------------------------------------------------
     def _to_tensor(self, item: ImageInput) -> torch.Tensor:
+        from ..data.channels import to_channels
+
         if isinstance(item, torch.Tensor):
             if item.dtype == torch.uint8:
-                return self.transform(Image.fromarray(item.permute(1, 2, 0).cpu().numpy()).convert("RGB"))
-            return item.float()
-        if isinstance(item, Image.Image):
-            return self.transform(item.convert("RGB"))
+                item = item.permute(1, 2, 0).cpu().numpy()
+            else:
+                return item.float()
+        if isinstance(item, np.ndarray) and self.channels not in (1, 3):
+            return self.transform(array_to_bands(item, self.channels))
         if isinstance(item, np.ndarray):
-            return self.transform(array_to_image(item))
+            item = array_to_image(item)
+        if isinstance(item, Image.Image):
+            return self.transform(to_channels(item, self.channels))
         if not isinstance(item, (str, Path)):
             raise UsageError(f"cannot predict a {type(item).__name__}: give {ACCEPTED}")
-        return self.transform(load_image(item, self.preprocessing.min_decode_size))
+        return self.transform(load_image(item, self.preprocessing.min_decode_size, channels=self.channels))
 
     def _expand(self, images) -> List[Tuple[str, ImageInput]]:
         if isinstance(images, (str, Path, Image.Image)):
@@ -150,7 +182,7 @@ class Classifier:
                 except (ImageDecodeError, OSError) as e:
                     failed.append((name, str(e) or type(e).__name__))
             if tensors:
-                probs.append(softmax(self._logits(torch.stack(tensors))))
+                probs.append(self._probs(torch.stack(tensors)))
                 done.extend(names)
         out = np.concatenate(probs) if probs else np.zeros((0, len(self.classes)))
         return done, out, failed
@@ -158,7 +190,7 @@ class Classifier:
     def _predict_files(self, paths: List[Path]):
         from tqdm.auto import tqdm
 
-        ds = _Files(paths, self.transform, self.preprocessing.min_decode_size)
+        ds = _Files(paths, self.transform, self.preprocessing.min_decode_size, self.channels)
         loader = torch.utils.data.DataLoader(ds, batch_size=self.batch_size, num_workers=self.workers,
                                              collate_fn=_collate, shuffle=False)
         done, probs, failed = [], [], []
@@ -166,7 +198,7 @@ class Classifier:
         for x, idx, bad in loader:
             failed.extend((str(paths[i]), why) for i, why in bad)
             if x is not None:
-                probs.append(softmax(self._logits(x)))
+                probs.append(self._probs(x))
                 done.extend(str(paths[i]) for i in idx)
             bar.update(len(idx) + len(bad))
         bar.close()
@@ -186,9 +218,14 @@ class Classifier:
 
     def to_predictions(self, names: Sequence[str], probs: np.ndarray, k: int) -> List[Prediction]:
         idx, p = top_k(probs, k)
-        return [Prediction(self.classes[i[0]], float(q[0]),
-                           [(self.classes[j], float(v)) for j, v in zip(i, q)], name)
-                for name, i, q in zip(names, idx, p)]
+        sets = [None] * len(probs)
+        if self.task == "multilabel":
+            from .multilabel_metrics import predict_sets
+
+            sets = [[c for c, on in zip(self.classes, row) if on] for row in predict_sets(probs, self.thresholds)]
+        return [Prediction(self.classes[i[0]], float(q[0]), [(self.classes[j], float(v)) for j, v in zip(i, q)], name,
+                           labels, [float(v) for v in row] if labels is not None else None)
+                for name, i, q, labels, row in zip(names, idx, p, sets, probs)]
 
 
 def expand_paths(patterns: Iterable[str]) -> Tuple[List[Path], List[str]]:

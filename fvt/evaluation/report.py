@@ -9,25 +9,23 @@ gallery of the most confident mistakes with their files and predictions.csv rows
 
 from __future__ import annotations
 
-import base64
 import csv
 import datetime
-import html
-import io
 import json
-import os
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import Optional, Union
 
+from .html_parts import (THUMB, esc as _esc, file_link as _file_link, fmt as _fmt, img as _img,  # noqa: F401
+                         rel as _rel, table as _table, thumb as _thumb)
 
 PathLike = Union[str, Path]
 MAX_TABLE_CLASSES = 40   # larger confusion matrices are shown as a figure only
 MAX_BAD_FILES = 50
 MAX_GALLERY = 24         # most confident mistakes shown as thumbnails
 MAX_CLASS_ROWS = 200     # per-class table rows (weakest first)
-THUMB = 160
 LINKED = ["best.pt", "last.pt", "config.yaml", "metrics.csv", "log.jsonl", "split.json", "bad_files.txt",
-          "curves.png", "eval/metrics.json", "eval/predictions.csv", "eval/classification_report.txt"]
+          "curves.png", "test/metrics.json", "test/predictions.csv", "eval/metrics.json", "eval/predictions.csv",
+          "eval/classification_report.txt"]
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -42,28 +40,6 @@ table.facts td{text-align:left}table.facts td:first-child{font-weight:600;backgr
 tr.weak td{background:#fde2e2}.gallery figure{width:180px}.gallery figcaption{text-align:left;word-break:break-all}
 .links a{margin-right:1em;white-space:nowrap}
 """
-
-
-def _esc(x) -> str:
-    return html.escape(str(x))
-
-
-def _img(path: Path, title: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return (f'<figure><img alt="{_esc(title)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{_esc(title)}</figcaption></figure>")
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return _esc(v)
-
-
-def _table(header: List[str], rows: List[list]) -> str:
-    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _csv_table(path: Path) -> str:
@@ -107,25 +83,6 @@ def _per_class_table(m: dict) -> str:
     return f"<h3>Per-class metrics</h3>{note}<table><tr>{head}</tr>{''.join(body)}</table>{more}"
 
 
-def _thumb(path: str) -> Optional[str]:
-    """A small JPEG of the image as a data URI, or None when it cannot be read any more."""
-    from ..data import load_image
-
-    try:
-        im = load_image(path, min_size=THUMB)
-    except Exception:
-        return None
-    im.thumbnail((THUMB, THUMB))
-    buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _file_link(path: str, text: str) -> str:
-    p = Path(path)
-    return f'<a href="{_esc(p.as_uri())}">{_esc(text)}</a>' if p.is_absolute() else _esc(text)
-
-
 def _gallery(eval_dir: Path, out: Path) -> str:
     """The most confident mistakes from predictions.csv: thumbnail, file, true / predicted, and
     the row of predictions.csv (1 = first data row) that holds all class probabilities."""
@@ -157,10 +114,14 @@ def _gallery(eval_dir: Path, out: Path) -> str:
             f"<div class='gallery'>{''.join(cards)}</div>")
 
 
-def _eval_section(eval_dir: Path, m: dict, out: Path) -> str:
+def _eval_section(eval_dir: Path, m: dict, out: Path, title: str = "Evaluation") -> str:
     from .figures import FIGURES  # matplotlib is imported only when a report is written
 
-    parts = ["<h2>Evaluation</h2>"]
+    if m.get("task") == "multilabel":
+        from .multilabel_report import multilabel_section
+
+        return multilabel_section(eval_dir, m, out, title)
+    parts = [f"<h2>{_esc(title)}</h2>"]
     if m:
         src = ", ".join(f"{k}: {m[k]}" for k in ("checkpoint", "weights", "epoch", "data", "num_samples") if k in m)
         parts.append(f"<p class='muted'>{_esc(src)}</p>")
@@ -216,10 +177,6 @@ def _training_section(run_dir: Path) -> str:
     return "\n".join(parts)
 
 
-def _rel(target: Path, out: Path) -> str:
-    return Path(os.path.relpath(target.resolve(), out.parent.resolve())).as_posix()
-
-
 def _links(run_dir: Path, eval_dir: Optional[Path], out: Path) -> str:
     files = [run_dir / n for n in LINKED if not n.startswith("eval/")]
     if eval_dir is not None:
@@ -254,6 +211,10 @@ def write_report(run_dir: PathLike, eval_dir: Optional[PathLike] = None, out: Op
             _header(run_dir, eval_dir, m, out)]
     if eval_dir is not None:
         body.append(_eval_section(eval_dir, m, out))
+    test_dir = run_dir / "test"  # the held-out test split, scored once when training ended (engine.testsplit)
+    if (test_dir / "metrics.json").is_file() and (eval_dir is None or eval_dir.resolve() != test_dir.resolve()):
+        body.append(_eval_section(test_dir, json.loads((test_dir / "metrics.json").read_text()), out,
+                                  "Test split (held out: best.pt scored once, never used for selection)"))
     body.append(_data_section(run_dir))
     body.append(_training_section(run_dir))
     cfg = run_dir / "config.yaml"
