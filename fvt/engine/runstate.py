@@ -150,6 +150,7 @@ def resume_run(run: Run) -> None:
         raise CheckpointError(f"{run.resume} does not fit {cfg.model.model} as configured (img size, classes, "
                               f"--layer-decay, --freeze?): {str(e).splitlines()[0]}") from None
     _resume_schedule(run, ckpt)
+    run.extras.update({k: ckpt[k] for k in ("thresholds",) if ckpt.get(k) is not None})  # until the next evaluation
     if run.scaler is not None and ckpt.get("scaler"):
         run.scaler.load_state_dict(ckpt["scaler"])
     smp, loss = ckpt.get("sampler") or {}, ckpt.get("epoch_loss") or {}

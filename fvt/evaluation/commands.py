@@ -82,6 +82,8 @@ def add_eval_arguments(p) -> None:
                    "or a CSV of path,label. Default: the run's own validation split.")
     p.add_argument("--output", metavar="DIR", help="Where metrics, figures and report.html go. Default: RUN/eval.")
     add_tta_argument(p)
+    p.add_argument("--knn", type=int, default=None, metavar="K", help="Also score a K-nearest-neighbour classifier "
+                   "on embeddings (pooled pre-logits) of the run's training split: a check of the features alone.")
     add_runtime_arguments(p, batch_default=None)
 
 
@@ -93,7 +95,7 @@ def run_eval(args) -> int:
         check_output(args.output, "dir")
     rec = evaluate_checkpoint(args.checkpoint, args.data, args.output, args.ema, args.batch_size, args.device,
                               workers=args.workers, model_name=args.model, amp=args.amp, compile=args.compile,
-                              tta=args.tta)
+                              tta=args.tta, knn=args.knn)
     if rec is None:  # a rank > 0 under torchrun
         return 0
     if rec.get("task") == "multilabel":
@@ -105,6 +107,9 @@ def run_eval(args) -> int:
                   f"AUC macro {rec['roc_auc_macro']:.4f}", f"ECE {rec['ece']:.4f}"]
     tta = f", tta {args.tta}" if args.tta != "none" else ""
     print(f"{rec['num_samples']} images ({rec['backend']}{tta}): " + ", ".join(parts))
+    if "knn_k" in rec:
+        score = f"top1 {rec['knn_top1']:.2f}%" if "knn_top1" in rec else f"mAP {rec['knn_map']:.4f}"
+        print(f"k-NN (k={rec['knn_k']}, cosine, {rec['knn_train_images']} training images): {score}")
     out = Path(rec["_reports"][0]).parent
     unit = "scores as fractions" if rec.get("task") == "multilabel" else "top1 in percent"
     print(f"wrote {out}/: metrics.json ({unit}), classification_report.txt, predictions.csv, figures")

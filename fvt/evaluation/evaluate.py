@@ -89,26 +89,28 @@ def evaluate_checkpoint(checkpoint: Union[str, Path], data: Optional[Union[str, 
                         output: Optional[Union[str, Path]] = None, ema: Optional[bool] = None,
                         batch_size: Optional[int] = None, device: str = "auto", workers: int = 2,
                         log=print, model_name: Optional[str] = None, amp: str = "none",
-                        compile: bool = False, tta: str = "none", dataset=None, reports: bool = True) -> Optional[dict]:
+                        compile: bool = False, tta: str = "none", dataset=None, reports: bool = True,
+                        knn: Optional[int] = None) -> Optional[dict]:
     """Evaluate ``checkpoint`` (any file fvt loads, exports included) on ``data`` (default: the
     run's own val split) into ``output`` (default: RUN/eval). ``ema``: None = the weights the
     run selected. ``tta``: none, flip or crops (fvt.evaluation.tta), recorded in metrics.json.
     ``dataset``: a ready eval set instead of ``data`` (``data`` then only names it); ``reports``:
-    False writes no report.html. Returns the metrics on rank 0, None on other ranks."""
+    False writes no report.html. ``knn``: also score a K-NN classifier on embeddings of the run's
+    training split (fvt.evaluation.knn). Returns the metrics on rank 0, None on other ranks."""
     from ..engine import distributed as D
 
     owns_group = not D.is_initialized()
     dist = D.init_distributed(device)
     try:
         return _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, model_name, amp, compile,
-                         tta, dataset, reports)
+                         tta, dataset, reports, knn)
     finally:
         if owns_group:  # leave a caller's process group alone
             D.cleanup()
 
 
 def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, model_name=None, amp="none",
-              compile=False, tta="none", dataset=None, reports=True) -> Optional[dict]:
+              compile=False, tta="none", dataset=None, reports=True, knn=None) -> Optional[dict]:
     from ..data import build_eval_loader, load_eval_set
     from ..engine import distributed as D
     from ..engine.evaluate import run_inference
@@ -131,12 +133,17 @@ def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, mod
         config = _with_task(config or {}, loaded.task)
         dataset = load_eval_set(config, run_dir=run_dir, data_override=data,
                                 preprocessing=loaded.preprocessing, classes=loaded.classes)
+    bs = batch_size or (config or {}).get("data", {}).get("eval_batch_size") or 64
+    knn_rec = {}
+    if knn is not None and dist.is_main:  # before TTA wraps the model: the embeddings are the plain features
+        from .knn import knn_scores
+
+        knn_rec = knn_scores(loaded, config, run_dir, dataset, knn, out / "embedding_cache", bs, workers, log)
     if tta != "none":
         from ..data.transforms import Preprocessing
         from .tta import apply_tta
 
         dataset.transform = apply_tta(loaded, tta, Preprocessing.from_dict(loaded.preprocessing))
-    bs = batch_size or (config or {}).get("data", {}).get("eval_batch_size") or 64
     loader = build_eval_loader(dataset, bs, workers=workers, rank=dist.rank, world_size=dist.world_size)
     weights = loaded.info.get("weights", "raw") if loaded.is_torch else f"{loaded.kind} export"
     if dist.is_main:
@@ -154,7 +161,8 @@ def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, mod
     paths: List[str] = [str(dataset.paths[i]) for i in indices.tolist()]
     extra = {"checkpoint": str(checkpoint), "weights": weights, "backend": loaded.backend,
              "model_name": loaded.model_name, "epoch": loaded.info.get("epoch"),
-             "data": str(data) if data is not None else "run val split", "world_size": dist.world_size, "tta": tta}
+             "data": str(data) if data is not None else "run val split", "world_size": dist.world_size, "tta": tta,
+             **knn_rec}
     if loaded.task == "multilabel":
         from .multilabel_outputs import write_multilabel_outputs
 
