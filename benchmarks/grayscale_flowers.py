@@ -24,22 +24,18 @@ import argparse
 import csv
 import os
 import platform
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-CLASSES = ("daisy", "dandelion", "rose", "sunflower", "tulip")
-IMAGE_EXT = {".jpg", ".jpeg", ".png"}
+from flowers_common import CLASSES, REPO, add_common_arguments, checked_paths, fvt, photos, publish
 
 
 def convert(data: Path, out: Path, per_class: int = 0) -> tuple:
     """OUT/gray/<class>/<name>.png (one channel) and OUT/rgb/<class>/<name> symlinks of the same photos."""
     for c in CLASSES:
-        files = sorted(p for p in (data / c).iterdir() if p.suffix.lower() in IMAGE_EXT)
+        files = photos(data / c)
         for p in files[:per_class] if per_class else files:
             gray, rgb = out / "gray" / c / (p.stem + ".png"), out / "rgb" / c / p.name
             if not gray.is_file():
@@ -53,40 +49,26 @@ def convert(data: Path, out: Path, per_class: int = 0) -> tuple:
 
 
 def train(name: str, runs: Path, flags: list) -> tuple:
-    out = runs / name
-    cmd = [sys.executable, "-m", "fvt", "train", "--output", str(out), "--exist-ok", *map(str, flags)]
-    print("$", " ".join(cmd), flush=True)
-    t0 = time.perf_counter()
-    if subprocess.call(cmd, cwd=REPO, env={**os.environ, "FVT_PROGRESS": "off"}) != 0:
-        raise SystemExit(f"{name}: training failed")
-    rows = [r for r in csv.DictReader(open(out / "metrics.csv")) if r.get("val_top1")]
-    return rows[-1], time.perf_counter() - t0
+    """(last evaluated metrics.csv row, wall seconds) of `fvt train --output RUNS/NAME FLAGS`."""
+    wall = fvt("train", "--output", runs / name, "--exist-ok", *flags)
+    rows = [r for r in csv.DictReader(open(runs / name / "metrics.csv")) if r.get("val_top1")]
+    return rows[-1], wall
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=os.environ.get("FVT_FLOWERS", str(REPO.parent / "shared" / "datasets" / "flowers")))
-    ap.add_argument("--output", default="/tmp/fvt-gray", help="Gray copies and runs go here (not the repository).")
+    add_common_arguments(ap, "/tmp/fvt-gray", "15 photos per class, 32 px, a few steps")
     ap.add_argument("--epochs", type=int, default=95, help="Epochs of the RGB run and the gray scratch run.")
     ap.add_argument("--finetune-epochs", type=int, default=30, help="Epochs of the gray fine-tune.")
     ap.add_argument("--rgb-checkpoint", default=None, help="Use these RGB weights instead of training step 1 "
                     "(a flowers run's best.pt, trained on the same split).")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--quick", action="store_true", help="Smoke test: 15 photos per class, 32 px, a few steps.")
     args = ap.parse_args()
-
-    data, out = Path(args.data).expanduser().resolve(), Path(args.output).expanduser().resolve()
-    if not all((data / c).is_dir() for c in CLASSES):
-        print(f"flowers dataset not found at {data}: set FVT_FLOWERS or --data", file=sys.stderr)
-        return 2
-    if REPO in (out, *out.parents):
-        print(f"--output {out} is inside the repository; pick a folder outside it", file=sys.stderr)
-        return 2
+    data, out = checked_paths(args)
     rgb, gray = convert(data, out, 15 if args.quick else 0)
     runs = out / "runs"
     common = ["--workers", args.workers]
     if args.quick:
-        common += ["--img-size", 32, "--max-steps", 2, "--batch-size", 8, "--warmup-epochs", 0]
+        common += ["--img-size", 32, "--batch-size", 8, "--warmup-epochs", 0]
         args.epochs = args.finetune_epochs = 1
     flowers, finetune = REPO / "configs" / "flowers.yaml", REPO / "configs" / "finetune.yaml"
     rows = []
@@ -112,9 +94,7 @@ def main() -> int:
                      f"| {name} | {epochs} | {wall:.0f} | {float(r['val_top1']):.1f} | - |")
     if args.rgb_checkpoint:
         lines.append(f"\nRGB weights: {ckpt} (trained elsewhere; its accuracy is in its own metrics.csv).")
-    text = "\n".join(lines)
-    print("\n" + text)
-    (out / "grayscale.md").write_text(text + "\n")
+    publish(lines, out / "grayscale.md")
     return 0
 
 

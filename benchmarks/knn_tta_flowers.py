@@ -25,30 +25,18 @@ import csv
 import json
 import os
 import platform
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-CLASSES = ("daisy", "dandelion", "rose", "sunflower", "tulip")
-
-
-def fvt(*args) -> float:
-    cmd = [sys.executable, "-m", "fvt", *map(str, args)]
-    print("$", " ".join(cmd), flush=True)
-    t0 = time.perf_counter()
-    if subprocess.call(cmd, cwd=REPO, env={**os.environ, "FVT_PROGRESS": "off"}) != 0:
-        raise SystemExit(f"fvt {args[0]} failed")
-    return time.perf_counter() - t0
+from flowers_common import CLASSES, REPO, add_common_arguments, checked_paths, fvt, photos, publish
 
 
 def subset(data: Path, out: Path, per_class: int) -> Path:
     """OUT/subset/<class>/ with the first ``per_class`` photos of each class, as symlinks (smoke tests)."""
     for c in CLASSES:
-        for p in sorted((data / c).iterdir())[:per_class]:
+        for p in photos(data / c)[:per_class]:
             link = out / "subset" / c / p.name
             if not link.exists():
                 link.parent.mkdir(parents=True, exist_ok=True)
@@ -93,29 +81,19 @@ def knn_accuracy(emb_dir: Path, split: dict, k: int) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=os.environ.get("FVT_FLOWERS", str(REPO.parent / "shared" / "datasets" / "flowers")))
+    add_common_arguments(ap, "/tmp/fvt-knn-tta", "10 photos per class, 32 px, a few steps")
     ap.add_argument("--checkpoint", default=None, help="A trained flowers best.pt (with split.json beside it).")
-    ap.add_argument("--output", default="/tmp/fvt-knn-tta", help="Runs and embeddings go here (not the repository).")
     ap.add_argument("--epochs", type=int, default=95, help="Epochs when no --checkpoint is given.")
     ap.add_argument("--k", type=int, nargs="+", default=[1, 5, 20])
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--quick", action="store_true", help="Smoke test: 10 photos per class, 32 px, a few steps.")
     args = ap.parse_args()
-
-    data, out = Path(args.data).expanduser().resolve(), Path(args.output).expanduser().resolve()
-    if not all((data / c).is_dir() for c in CLASSES):
-        print(f"flowers dataset not found at {data}: set FVT_FLOWERS or --data", file=sys.stderr)
-        return 2
-    if REPO in (out, *out.parents):
-        print(f"--output {out} is inside the repository; pick a folder outside it", file=sys.stderr)
-        return 2
+    data, out = checked_paths(args)
     if args.quick:
         data, args.k = subset(data, out, 10), [1, 3]
     if args.checkpoint:
         ckpt = Path(args.checkpoint).resolve()
     else:
         ckpt = out / "runs" / "rgb" / "best.pt"
-        quick = ["--img-size", 32, "--max-steps", 2, "--batch-size", 8, "--warmup-epochs", 0] if args.quick else []
+        quick = ["--img-size", 32, "--batch-size", 8, "--warmup-epochs", 0] if args.quick else []
         fvt("train", "--data", data, "--config", REPO / "configs" / "flowers.yaml", "--epochs", 1 if args.quick else
             args.epochs, "--output", ckpt.parent, "--exist-ok", "--workers", args.workers, *quick)
     split = json.loads((ckpt.parent / "split.json").read_text())
@@ -141,9 +119,7 @@ def main() -> int:
         wall = fvt("eval", "--checkpoint", ckpt, "--tta", mode, "--output", ev, "--workers", args.workers)
         m = json.loads((ev / "metrics.json").read_text())
         lines.append(f"| {mode} | {m['top1']:.2f} | {m['loss']:.4f} | {m['ece']:.4f} | {wall:.0f} |")
-    text = "\n".join(lines)
-    print("\n" + text)
-    (out / "knn_tta.md").write_text(text + "\n")
+    publish(lines, out / "knn_tta.md")
     return 0
 
 

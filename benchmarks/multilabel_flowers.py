@@ -29,7 +29,6 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,9 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-CLASSES = ("daisy", "dandelion", "rose", "sunflower", "tulip")
-IMAGE_EXT = {".jpg", ".jpeg", ".png"}
+from flowers_common import CLASSES, REPO, add_common_arguments, checked_paths, fvt, photos, publish
 
 
 def pools(data: Path, seed: int) -> tuple:
@@ -47,21 +44,21 @@ def pools(data: Path, seed: int) -> tuple:
     rng = random.Random(seed)
     train, test = {}, {}
     for c in CLASSES:
-        files = sorted(p for p in (data / c).iterdir() if p.suffix.lower() in IMAGE_EXT)
+        files = photos(data / c)
         rng.shuffle(files)
         k = len(files) // 5
         test[c], train[c] = files[:k], files[k:]
     return train, test
 
 
-def mosaic(photos: dict, rng: random.Random, tile: int) -> tuple:
+def mosaic(pool: dict, rng: random.Random, tile: int) -> tuple:
     """(image, sorted classes): 1-4 classes, each in at least one of the four tiles."""
     present = rng.sample(CLASSES, rng.randint(1, 4))
     cells = present + [rng.choice(present) for _ in range(4 - len(present))]
     rng.shuffle(cells)
     canvas = Image.new("RGB", (2 * tile, 2 * tile))
     for i, c in enumerate(cells):
-        with Image.open(rng.choice(photos[c])) as im:
+        with Image.open(rng.choice(pool[c])) as im:
             canvas.paste(im.convert("RGB").resize((tile, tile), Image.BICUBIC), ((i % 2) * tile, (i // 2) * tile))
     return canvas, sorted(present)
 
@@ -69,27 +66,17 @@ def mosaic(photos: dict, rng: random.Random, tile: int) -> tuple:
 def build(data: Path, out: Path, n_train: int, tile: int, seed: int) -> tuple:
     train_pool, test_pool = pools(data, seed)
     rng = random.Random(seed + 1)
-    for name, photos, n in (("train", train_pool, n_train), ("test", test_pool, max(n_train // 5, 10))):
+    for name, pool, n in (("train", train_pool, n_train), ("test", test_pool, max(n_train // 5, 10))):
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
         with open(out / f"{name}.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["path", "labels"])
             for i in range(n):
-                img, labels = mosaic(photos, rng, tile)
+                img, labels = mosaic(pool, rng, tile)
                 img.save(folder / f"{i:05d}.jpg", quality=92)
                 w.writerow([f"{name}/{i:05d}.jpg", ";".join(labels)])
     return out / "train.csv", out / "test.csv"
-
-
-def fvt(*args, log: Path = None) -> float:
-    cmd = [sys.executable, "-m", "fvt", *map(str, args)]
-    print("$", " ".join(cmd), flush=True)
-    t0 = time.perf_counter()
-    rc = subprocess.call(cmd, cwd=REPO, env={**os.environ, "FVT_PROGRESS": "off"})
-    if rc != 0:
-        raise SystemExit(f"fvt {args[0]} failed with exit code {rc}")
-    return time.perf_counter() - t0
 
 
 def label_matrix(index_csv: Path, names) -> tuple:
@@ -138,27 +125,17 @@ def cell(values) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=os.environ.get("FVT_FLOWERS", str(REPO.parent / "shared" / "datasets" / "flowers")))
-    ap.add_argument("--output", default="/tmp/fvt-multilabel", help="Mosaics and runs go here (not the repository).")
+    add_common_arguments(ap, "/tmp/fvt-multilabel", "tiny mosaics, one seed, a few steps")
     ap.add_argument("--images", type=int, default=3000, help="Training mosaics (test: a fifth as many).")
     ap.add_argument("--tile", type=int, default=64, help="Tile side in px (a mosaic is 2x2 tiles).")
     ap.add_argument("--img-size", type=int, default=96)
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Training seeds (one run each).")
     ap.add_argument("--build-seed", type=int, default=0, help="Seed of the photo pools and the mosaics.")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--quick", action="store_true", help="Smoke test: tiny mosaics, one seed, a few steps.")
     args = ap.parse_args()
     if args.quick:
         args.images, args.tile, args.img_size, args.epochs, args.seeds = 80, 24, 32, 1, args.seeds[:1]
-
-    data, out = Path(args.data).expanduser().resolve(), Path(args.output).expanduser().resolve()
-    if not all((data / c).is_dir() for c in CLASSES):
-        print(f"flowers dataset not found at {data}: set FVT_FLOWERS or --data", file=sys.stderr)
-        return 2
-    if REPO in (out, *out.parents):
-        print(f"--output {out} is inside the repository; pick a folder outside it", file=sys.stderr)
-        return 2
+    data, out = checked_paths(args)
     t0 = time.perf_counter()
     train_csv, test_csv = build(data, out / "mosaics", args.images, args.tile, args.build_seed)
     print(f"built {args.images} + {max(args.images // 5, 10)} mosaics in {time.perf_counter() - t0:.0f}s", flush=True)
@@ -169,7 +146,7 @@ def main() -> int:
         flags = ["--config", REPO / "configs" / "flowers.yaml", "--img-size", args.img_size, "--epochs", args.epochs,
                  "--scale", "0.8", "1.0", "--crop-pct", "1.0", "--seed", seed, "--workers", args.workers]
         if args.quick:
-            flags += ["--max-steps", 3, "--batch-size", 8, "--warmup-epochs", 0]
+            flags += ["--batch-size", 8, "--warmup-epochs", 0]
         walls.append(fvt("train", "--data", train_csv, "--test-data", test_csv, "--task", "multilabel",
                          "--output", run, "--exist-ok", *flags))
         results["fvt (sigmoid head, thresholds tuned on val)"].append(fvt_scores(run))
@@ -186,9 +163,7 @@ def main() -> int:
         cells = [cell([r[k] for r in rs]) for k in ("map_macro", "map_micro", "f1_macro", "subset_accuracy")]
         cells += [cell([r["f1"][c] for r in rs]) for c in CLASSES]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines)
-    print("\n" + text)
-    (out / "multilabel.md").write_text(text + "\n")
+    publish(lines, out / "multilabel.md")
     return 0
 
 

@@ -249,3 +249,26 @@ def test_a_two_label_row_is_learnt_through_train_eval_predict_export(tmp_path):
                  str(tmp_path / "ev"), "--workers", "0"]) == 0
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["map_macro"] == pytest.approx(rec["map_macro"],
                                                                                                    abs=1e-4)
+
+
+def test_loss_choices_and_balanced_positive_weights():
+    from types import SimpleNamespace
+
+    from timm.loss import AsymmetricLossMultiLabel
+
+    from fvt.config import Config
+    from fvt.engine.losses import build_criterion
+
+    cfg = Config()
+    cfg.set("pos_weight", "balanced")
+    data = SimpleNamespace(task="multilabel", classes=LABELS, train=list(range(100)),
+                           counts={"train": {"blue": 10, "green": 50, "red": 0}})
+    crit, mix = build_criterion(cfg, data)
+    assert mix is None and torch.allclose(crit.pos_weight, torch.tensor([90 / 10, 50 / 50, 1.0]))
+    logits, y = torch.randn(6, 3), (torch.rand(6, 3) < 0.5).float()
+    want = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, pos_weight=crit.pos_weight)
+    assert torch.allclose(crit(logits, y), want)
+    cfg.set("multilabel_loss", "asymmetric")
+    crit, _ = build_criterion(cfg, data)
+    ref = AsymmetricLossMultiLabel(gamma_neg=4.0, gamma_pos=0.0, clip=0.05)(logits, y) / logits.numel()
+    assert torch.allclose(crit(logits, y), ref)

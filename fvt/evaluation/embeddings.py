@@ -122,7 +122,8 @@ def _collate(items):
 def as_dataset(images: Union[ImageDataset, Sequence[PathLike]], preprocessing: Preprocessing) -> ImageDataset:
     if isinstance(images, ImageDataset):
         return images
-    return ImageDataset([(Path(p), 0) for p in images], ["?"], None, None, preprocessing.min_decode_size)
+    return ImageDataset([(Path(p), 0) for p in images], ["?"], None, None, preprocessing.min_decode_size,
+                        preprocessing.channels)  # grayscale / N-band models decode their own channels
 
 
 @torch.no_grad()
