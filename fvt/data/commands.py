@@ -63,7 +63,7 @@ def run_data(args: argparse.Namespace) -> int:
     if command == "inspect":
         from .multilabel_build import resolve_task
 
-        if resolve_task(args.task, args.dir) == "multilabel":
+        if Path(args.dir).suffix.lower() == ".csv" and resolve_task(args.task, args.dir) == "multilabel":
             return inspect_label_csv(args.dir, verify=args.verify, output=args.output)
         return inspect_folder(args.dir, verify=args.verify, output=args.output)
     if command == "shard":

@@ -63,8 +63,15 @@ def knn_scores(loaded: Any, config: Optional[dict], run_dir: Path, val_set, k: i
     train = build_data(Config.from_dict(config), run_dir, preprocessing=pre, write=False).train
     if not hasattr(train, "load"):
         raise UsageError("--knn needs folder or CSV training data (shards are read as a stream)")
+    import copy
+
+    from .embeddings import model_identity
+
+    train = copy.copy(train)  # decoded as for evaluation: the training set's smaller JPEG draft size would blur it
+    train.min_decode_size = pre.min_decode_size
     log(f"k-NN check: embedding {len(train)} training and {len(val_set)} evaluated images")
-    kw = dict(cache=cache, batch_size=batch_size, workers=workers, device=loaded.device)
+    kw = dict(cache=cache, batch_size=batch_size, workers=workers, device=loaded.device,
+              model_id=model_identity(loaded.model))
     train_x = embed_dataset(loaded.model, train, pre, desc="embedding train", **kw)
     val_x = embed_dataset(loaded.model, val_set, pre, desc="embedding eval", **kw)
     return knn_from_embeddings(train_x, _labels(train), val_x, _labels(val_set), k)
