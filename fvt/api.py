@@ -155,18 +155,21 @@ def _given(**kwargs) -> dict:
 
 def evaluate(checkpoint: PathLike, data: Optional[PathLike] = None, *, output: Optional[PathLike] = None,
              ema: Optional[bool] = None, batch_size: Optional[int] = None, device: Optional[str] = None,
-             workers: Optional[int] = None, log: Optional[Callable[[str], Any]] = None, tta: Optional[str] = None,
+             workers: Optional[int] = None, log: Optional[Callable[[str], Any]] = None,
+             ood: Optional[PathLike] = None, explain: Optional[bool] = None, tta: Optional[str] = None,
              knn: Optional[int] = None) -> EvalResult:
     """Evaluate like ``fvt eval``: metrics, figures and report.html in ``output`` (default RUN/eval);
-    ``data`` defaults to the run's own validation split. ``tta``: none|flip|crops; ``knn``: also a
-    K-NN check on embeddings (``metrics["knn_top1"]`` / ``["knn_map"]``). A multi-label model's scores
-    are in ``metrics`` (map_macro, f1_macro, subset_accuracy, ...)."""
+    ``data`` defaults to the run's own validation split. ``ood``: a folder of foreign images
+    (``fvt eval --ood``); ``explain=False`` skips the report's Grad-CAM heat maps. ``tta``:
+    none|flip|crops; ``knn``: also a K-NN check on embeddings (``metrics["knn_top1"]`` / ``["knn_map"]``).
+    A multi-label model's scores are in ``metrics`` (map_macro, f1_macro, subset_accuracy, ...)."""
     from .evaluation.evaluate import evaluate_checkpoint
 
     tune_allocator()  # as the commands do (fvt/runtime.py)
 
     rec = evaluate_checkpoint(checkpoint, data, output, **_given(ema=ema, batch_size=batch_size, device=device,
-                                                                 workers=workers, log=log, tta=tta, knn=knn))
+                                                                 workers=workers, log=log, ood=ood, explain=explain,
+                                                                 tta=tta, knn=knn))
     if rec is None:  # a non-zero rank under torchrun: rank 0 holds the result
         raise UsageError("fvt.evaluate returns its result on rank 0 only; call it from rank 0 or outside torchrun")
     reports = [Path(r) for r in rec.get("_reports", [])]
@@ -202,10 +205,13 @@ class PredictResult:
 
 def predict(checkpoint: PathLike, images: Any, *, topk: int = 5, model: Optional[str] = None,
             ema: Optional[bool] = None, device: Optional[str] = None, batch_size: Optional[int] = None,
+            reject: Union[None, str, float] = None, target_precision: Optional[float] = None,
             tta: Optional[str] = None) -> PredictResult:
     """Classify like ``fvt predict``: ``images`` are files, folders, globs (str/Path), PIL images or
     tensors, one or a list. Unreadable files are listed in ``failed``; DataError if none is usable.
-    A multi-label model's predictions carry ``labels`` (the predicted set) and ``probs`` (every label)."""
+    Probabilities are calibrated with the run's temperature; ``reject`` ("auto" or a probability, as
+    ``fvt predict --reject``) labels unsure answers "unknown". ``tta``: none|flip|crops. A multi-label
+    model's predictions carry ``labels`` (the predicted set) and ``probs`` (every label)."""
     from .evaluation.predict import Classifier, check_topk, expand_paths
 
     items = _as_list(images)
@@ -218,6 +224,7 @@ def predict(checkpoint: PathLike, images: Any, *, topk: int = 5, model: Optional
             raise DataError("nothing to predict: no image file found in " + " ".join(map(str, items)))
         items = files
     clf = Classifier.from_checkpoint(checkpoint, **_given(model=model, ema=ema, device=device, batch_size=batch_size,
+                                                          reject=reject, target_precision=target_precision,
                                                           tta=tta))
     k = check_topk(topk, len(clf.classes))
     names, probs, failed = clf.predict_proba_safe(items)

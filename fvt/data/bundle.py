@@ -29,6 +29,7 @@ class DataBundle:
     split_file: Optional[Path] = None
     infos: List[FileInfo] = field(default_factory=list)                  # scan result of every file
     task: str = "multiclass"                                             # or "multilabel" (fvt.data.multilabel)
+    relabel: Optional[dict] = None                                       # what --relabel changed (file, counts)
 
     @property
     def num_classes(self) -> int:
@@ -48,4 +49,7 @@ class DataBundle:
                 lines.append(f"  {split}: {images} images; per label: {', '.join(f'{c} {n}' for c, n in per.items())}")
                 continue
             lines.append(f"  {split}: {sum(per.values())} images ({', '.join(f'{c} {n}' for c, n in per.items())})")
+        if self.relabel:
+            r = self.relabel
+            lines.append(f"  relabel: {r['relabelled']} images relabelled, {r['dropped']} dropped ({r['file']})")
         return lines

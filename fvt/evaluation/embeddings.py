@@ -135,7 +135,8 @@ def embed_dataset(model: torch.nn.Module, images: Union[ImageDataset, Sequence[P
                   preprocessing: Union[Preprocessing, dict], *, cache: Optional[PathLike] = None,
                   model_id: Optional[str] = None, batch_size: int = 64, workers: int = 0,
                   device: Union[str, torch.device, None] = None, amp_dtype: Optional[torch.dtype] = None,
-                  progress: bool = True, desc: str = "embedding") -> np.ndarray:
+                  progress: bool = True, desc: str = "embedding",
+                  digests: Optional[Sequence[str]] = None) -> np.ndarray:
     """Pooled pre-logit features of every image, float32 ``(N, num_features)``, rows in input order.
 
     ``model``: a PyTorch model with ``forward_features`` / ``forward_head(x, pre_logits=True)``
@@ -144,6 +145,7 @@ def embed_dataset(model: torch.nn.Module, images: Union[ImageDataset, Sequence[P
     ``preprocessing``: the eval preprocessing (a ``Preprocessing`` or its dict, as checkpoints store it).
     ``cache``: a folder for the on-disk cache (see the module docstring); None embeds everything.
     ``model_id``: the model's identity for the cache (default ``model_identity(model)``).
+    ``digests``: the images' content digests when the caller has them already (``content_digests``).
     A row is NaN when its image cannot be decoded. A tqdm bar shows progress (``progress=False``: none).
     """
     if not (hasattr(model, "forward_features") and hasattr(model, "forward_head")):
@@ -156,7 +158,7 @@ def embed_dataset(model: torch.nn.Module, images: Union[ImageDataset, Sequence[P
     store = None
     if cache is not None:
         store = EmbeddingCache(cache, model_id or model_identity(model), pre)
-        digests = content_digests(dataset)
+        digests = list(digests) if digests is not None else content_digests(dataset)
         todo = [i for i, d in enumerate(digests) if d not in store.vectors]
     else:
         digests, todo = None, list(range(n))

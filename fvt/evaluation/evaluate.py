@@ -20,6 +20,7 @@ from .figures import FIGURES  # noqa: F401  (re-exported: the list of eval figur
 from .metrics import compute_metrics, json_metrics, most_confident_mistakes, softmax
 
 MAX_MISTAKES = 16
+MAX_MISTAKES_SHOWN = 24  # report.html's gallery (report.MAX_GALLERY): each gets a heat map
 
 
 def _jsonable(x):
@@ -78,6 +79,36 @@ def _with_task(config: dict, task: str) -> dict:
     return {**config, "data": {**(config.get("data") or {}), "task": task}}
 
 
+def _write_outputs(out: Path, loaded, logits: np.ndarray, targets: np.ndarray, paths: List[str], extra: dict,
+                   foreign, explain: bool, log=print) -> dict:
+    """The eval files: multi-label models through fvt.evaluation.multilabel_outputs (sigmoid, thresholds),
+    the others with calibration, abstention, OOD and heat maps (``_write_with_trust``)."""
+    if loaded.task != "multilabel":
+        return _write_with_trust(out, loaded, logits, targets, paths, extra, foreign, explain, log)
+    from .multilabel_outputs import write_multilabel_outputs
+
+    return write_multilabel_outputs(out, logits, targets, paths, loaded.classes, loaded.thresholds, extra)
+
+
+def _write_with_trust(out: Path, loaded, logits: np.ndarray, targets: np.ndarray, paths: List[str], extra: dict,
+                      foreign, explain: bool, log=print) -> dict:
+    """Every eval file on the calibrated probabilities (``logits / T``), plus EVAL/trust/ (calibration
+    before/after, abstention, OOD) and the report's heat maps (EVAL/explain/)."""
+    from .trust import evaluation_trust
+
+    extra = {**extra, **evaluation_trust(out, loaded, logits, targets, foreign)}
+    record = write_eval_outputs(out, logits / loaded.temperature, targets, paths, loaded.classes, extra)
+    if explain and loaded.is_torch:
+        from .explain import available, write_report_heatmaps
+
+        if not available():
+            log("note: no heat maps in the report: Grad-CAM needs pip install 'fastervit-toolkit[explain]'")
+            return record
+        probs = softmax(logits / loaded.temperature)
+        write_report_heatmaps(loaded, out, paths, targets, probs, loaded.classes, MAX_MISTAKES_SHOWN)
+    return record
+
+
 def _progress(loader, show: bool):
     """tqdm.auto over the batches (a bar on a TTY / in notebooks, silent elsewhere); len() preserved."""
     from tqdm.auto import tqdm
@@ -89,28 +120,32 @@ def evaluate_checkpoint(checkpoint: Union[str, Path], data: Optional[Union[str, 
                         output: Optional[Union[str, Path]] = None, ema: Optional[bool] = None,
                         batch_size: Optional[int] = None, device: str = "auto", workers: int = 2,
                         log=print, model_name: Optional[str] = None, amp: str = "none",
-                        compile: bool = False, tta: str = "none", dataset=None, reports: bool = True,
+                        compile: bool = False, ood: Optional[Union[str, Path]] = None,
+                        explain: bool = True, tta: str = "none", dataset=None, reports: bool = True,
                         knn: Optional[int] = None) -> Optional[dict]:
     """Evaluate ``checkpoint`` (any file fvt loads, exports included) on ``data`` (default: the
     run's own val split) into ``output`` (default: RUN/eval). ``ema``: None = the weights the
-    run selected. ``tta``: none, flip or crops (fvt.evaluation.tta), recorded in metrics.json.
-    ``dataset``: a ready eval set instead of ``data`` (``data`` then only names it); ``reports``:
-    False writes no report.html. ``knn``: also score a K-NN classifier on embeddings of the run's
-    training split (fvt.evaluation.knn). Returns the metrics on rank 0, None on other ranks."""
+    run selected. Probabilities use the model's stored temperature. ``ood``: a folder of foreign
+    images to score against the evaluation data (AUROC, FPR at 95% TPR). ``explain``: Grad-CAM heat
+    maps for the report's gallery (PyTorch weights, extra ``[explain]``). ``tta``: none, flip or crops
+    (fvt.evaluation.tta), recorded in metrics.json. ``dataset``: a ready eval set instead of ``data``
+    (``data`` then only names it); ``reports``: False writes no report.html. ``knn``: also score a K-NN
+    classifier on embeddings of the run's training split (fvt.evaluation.knn). Returns the metrics on
+    rank 0, None on other ranks."""
     from ..engine import distributed as D
 
     owns_group = not D.is_initialized()
     dist = D.init_distributed(device)
     try:
         return _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, model_name, amp, compile,
-                         tta, dataset, reports, knn)
+                         ood, explain, tta, dataset, reports, knn)
     finally:
         if owns_group:  # leave a caller's process group alone
             D.cleanup()
 
 
 def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, model_name=None, amp="none",
-              compile=False, tta="none", dataset=None, reports=True, knn=None) -> Optional[dict]:
+              compile=False, ood=None, explain=True, tta="none", dataset=None, reports=True, knn=None) -> Optional[dict]:
     from ..data import build_eval_loader, load_eval_set
     from ..engine import distributed as D
     from ..engine.evaluate import run_inference
@@ -121,6 +156,9 @@ def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, mod
 
     checkpoint = resolve_checkpoint(checkpoint, model_name)
     loaded = load_any(checkpoint, model_name=model_name, ema=ema, device=str(dist.device))
+    if ood is not None and loaded.task == "multilabel":
+        raise UsageError("--ood scores how sure a softmax is; a multi-label model's labels are independent "
+                         "sigmoids (leave --ood out)")
     amp_dtype = resolve_amp(amp, dist.device) if loaded.is_torch else None
     if compile and loaded.is_torch:
         loaded.model = torch.compile(loaded.model)
@@ -139,11 +177,13 @@ def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, mod
         from .knn import knn_scores
 
         knn_rec = knn_scores(loaded, config, run_dir, dataset, knn, out / "embedding_cache", bs, workers, log)
-    if tta != "none":
+    net = loaded.model
+    if tta != "none":  # the views' mean probability; loaded.model stays plain for the report's heat maps
         from ..data.transforms import Preprocessing
-        from .tta import apply_tta
+        from .tta import TTAModel, tta_transform
 
-        dataset.transform = apply_tta(loaded, tta, Preprocessing.from_dict(loaded.preprocessing))
+        dataset.transform = tta_transform(Preprocessing.from_dict(loaded.preprocessing), tta)
+        net = TTAModel(loaded.model, tta, loaded.task)
     loader = build_eval_loader(dataset, bs, workers=workers, rank=dist.rank, world_size=dist.world_size)
     weights = loaded.info.get("weights", "raw") if loaded.is_torch else f"{loaded.kind} export"
     if dist.is_main:
@@ -151,10 +191,15 @@ def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, mod
         why = loaded.info.get("weights_why")
         log(f"evaluating {checkpoint} ({loaded.model_name}, {weights}{f' ({why})' if why else ''}, "
             f"backend {loaded.backend}) on {len(dataset)} images from {where}, {dist.world_size} process(es)")
-    logits, targets, indices = run_inference(loaded.model, _progress(loader, dist.is_main), dist.device, amp_dtype)
+    logits, targets, indices = run_inference(net, _progress(loader, dist.is_main), dist.device, amp_dtype)
     if not torch.isfinite(logits).all():
         raise CheckpointError(f"{checkpoint}: the model output is NaN or inf for "
                               f"{int((~torch.isfinite(logits)).any(1).sum())} images; its weights or export are broken")
+    foreign = None
+    if ood is not None:
+        from .trust import ood_logits
+
+        foreign = (ood_logits(loaded, ood, bs, workers, dist, amp_dtype), ood)
     if not dist.is_main:
         D.barrier()
         return None
@@ -163,13 +208,7 @@ def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, mod
              "model_name": loaded.model_name, "epoch": loaded.info.get("epoch"),
              "data": str(data) if data is not None else "run val split", "world_size": dist.world_size, "tta": tta,
              **knn_rec}
-    if loaded.task == "multilabel":
-        from .multilabel_outputs import write_multilabel_outputs
-
-        record = write_multilabel_outputs(out, logits.numpy(), targets.numpy(), paths, loaded.classes,
-                                          loaded.thresholds, extra)
-    else:
-        record = write_eval_outputs(out, logits.numpy(), targets.numpy(), paths, loaded.classes, extra)
+    record = _write_outputs(out, loaded, logits.double().numpy(), targets.numpy(), paths, extra, foreign, explain, log)
     written = []
     if reports:
         written = [write_report(run_dir, out, out / "report.html")]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from .html_parts import esc, file_link, fmt, img, rel, thumb
+from .htmlparts import esc, file_link, fmt, img, rel, thumb
 
 MAX_GALLERY = 24
 MAX_ROWS = 200

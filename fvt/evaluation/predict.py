@@ -4,7 +4,9 @@
 >>> clf.predict(["rose.jpg", pil_image])[0].label
 
 Images go through the checkpoint's own eval preprocessing (input size, crop_pct, mean/std,
-interpolation). Paths, PIL images, numpy arrays (H, W, 3) or (H, W) -- uint8 0..255 or float
+interpolation). Probabilities are ``softmax(logits / T)`` with the temperature the run fitted
+on its validation split (``LoadedModel.temperature``; 1.0 for an uncalibrated model). With a
+``reject`` threshold, a prediction whose top probability is below it is labelled ``unknown``. Paths, PIL images, numpy arrays (H, W, 3) or (H, W) -- uint8 0..255 or float
 0..1 -- and uint8 tensors (C, H, W) are raw images; float tensors are taken as already
 preprocessed (C, H, W) or (N, C, H, W) model input. Files are decoded by a DataLoader
 (``workers`` processes) and reported per file when they cannot be read."""
@@ -24,6 +26,7 @@ from ..data.decode import ImageDecodeError, load_image
 from ..data.transforms import Preprocessing, eval_transform
 from ..errors import CheckpointError, DataError, UsageError
 from ..runtime import tune_allocator
+from .abstain import UNKNOWN
 from .loading import LoadedModel, load_any
 from .metrics import softmax, topk as top_k
 
@@ -84,6 +87,7 @@ class Prediction:
     prob: float                         # its probability
     topk: List[Tuple[str, float]]       # (label, probability), most likely first
     source: str = ""                    # path, or "<image i>" for in-memory input
+    rejected: bool = False              # top probability below the reject threshold: label is "unknown"
     labels: Optional[List[str]] = None  # multi-label models: the predicted label set (probability >= threshold)
     probs: Optional[List[float]] = None  # multi-label models: every label's probability, in class order
 
@@ -92,51 +96,67 @@ class Classifier:
     """A loaded model plus its preprocessing; ``predict`` accepts any mix of inputs, batched."""
 
     def __init__(self, loaded: LoadedModel, batch_size: int = 32, workers: int = 0,
-                 amp_dtype: Optional[torch.dtype] = None, progress: bool = False, tta: str = "none"):
+                 amp_dtype: Optional[torch.dtype] = None, progress: bool = False,
+                 reject: Union[None, str, float] = None, target_precision: Optional[float] = None, tta: str = "none"):
+        from .abstain import resolve_reject
+
         self.loaded = loaded
         self.classes = loaded.classes
         self.task, self.thresholds = loaded.task, loaded.thresholds
         self.preprocessing = Preprocessing.from_dict(loaded.preprocessing)
         self.channels = self.preprocessing.channels
         self.transform = eval_transform(self.preprocessing)
-        self.tta = tta
-        if tta != "none":  # the model averages the probabilities of the views this transform makes
-            from .tta import apply_tta
+        self.tta, self._tta_model = tta, None
+        if tta != "none":  # a wrapper averages the probabilities of the views this transform makes
+            from .tta import TTAModel, tta_transform
 
-            self.transform = apply_tta(loaded, tta, self.preprocessing)
+            self.transform = tta_transform(self.preprocessing, tta)
+            self._tta_model = TTAModel(loaded.model, tta, loaded.task)
+        if self.task == "multilabel" and reject is not None:
+            raise UsageError("--reject abstains when a softmax's top class is unsure; a multi-label model answers a "
+                             "label set by its per-label thresholds (leave --reject out)")
         self.batch_size = max(1, int(batch_size))
         self.workers = max(0, int(workers))
         self.amp_dtype = amp_dtype if loaded.is_torch else None
         self.progress = progress
+        self.temperature = loaded.temperature
+        # below this top probability the answer is "unknown" (None: always answer)
+        self.reject_threshold = resolve_reject(loaded, reject, target_precision)
 
     @classmethod
     def from_checkpoint(cls, path: Union[str, Path], model: Optional[str] = None, ema: Optional[bool] = None,
-                        device: str = "auto", batch_size: int = 32, workers: int = 0, tta: str = "none") -> "Classifier":
+                        device: str = "auto", batch_size: int = 32, workers: int = 0,
+                        reject: Union[None, str, float] = None,
+                        target_precision: Optional[float] = None, tta: str = "none") -> "Classifier":
         """Any file fvt loads (checkpoint, safetensors, ONNX, OpenVINO, ...); an official
-        checkpoint needs ``model=NAME``. ``ema``: None = the weights the run selected. ``tta``: none, flip
-        or crops (fvt.evaluation.tta). Tunes the process's allocator as fvt's commands do (:mod:`fvt.runtime`)."""
+        checkpoint needs ``model=NAME``. ``ema``: None = the weights the run selected. ``reject``:
+        None (always answer), ``"auto"`` (the threshold stored with the run, or re-chosen from its
+        stored curve for ``target_precision``) or a probability. ``tta``: none, flip or crops
+        (fvt.evaluation.tta). Tunes the process's allocator as fvt's commands do (:mod:`fvt.runtime`)."""
         tune_allocator()
-        return cls(load_any(path, model_name=model, ema=ema, device=device), batch_size, workers, tta=tta)
-
-    def _probs(self, batch: torch.Tensor) -> np.ndarray:
-        """Softmax probabilities (multi-class) or one sigmoid per label (multi-label)."""
-        logits = self._logits(batch)
-        if self.task == "multilabel":
-            from .multilabel_metrics import sigmoid
-
-            return sigmoid(logits)
-        return softmax(logits)
+        return cls(load_any(path, model_name=model, ema=ema, device=device), batch_size, workers,
+                   reject=reject, target_precision=target_precision, tta=tta)
 
     def _logits(self, batch: torch.Tensor) -> np.ndarray:
         from ..engine.evaluate import autocast_context
 
-        with autocast_context(self.loaded.device, self.amp_dtype):
-            out = self.loaded.logits(batch)
+        with autocast_context(self.loaded.device, self.amp_dtype), torch.no_grad():
+            out = self.loaded.logits(batch) if self._tta_model is None else \
+                self._tta_model(batch.to(self.loaded.device)).float().cpu().numpy()
         if not np.isfinite(out).all():
             bad = int((~np.isfinite(out)).any(axis=1).sum())
             raise CheckpointError(f"the model output is NaN or inf for {bad} of {len(out)} images: its weights or "
                                   f"its export are broken, so no prediction is given")
         return out
+
+    def _probs(self, batch: torch.Tensor) -> np.ndarray:
+        """Calibrated class probabilities: softmax of the logits divided by the run's temperature; a
+        multi-label model: one sigmoid per label (its thresholds play the calibration's part)."""
+        if self.task == "multilabel":
+            from .multilabel_metrics import sigmoid
+
+            return sigmoid(self._logits(batch))
+        return softmax(self._logits(batch) / self.temperature)
 
     # -- inputs ------------------------------------------------------------------------
     def _to_tensor(self, item: ImageInput) -> torch.Tensor:
@@ -218,14 +238,19 @@ class Classifier:
 
     def to_predictions(self, names: Sequence[str], probs: np.ndarray, k: int) -> List[Prediction]:
         idx, p = top_k(probs, k)
-        sets = [None] * len(probs)
-        if self.task == "multilabel":
+        if self.task == "multilabel":  # a label set per image, decided by the per-label thresholds
             from .multilabel_metrics import predict_sets
 
             sets = [[c for c, on in zip(self.classes, row) if on] for row in predict_sets(probs, self.thresholds)]
-        return [Prediction(self.classes[i[0]], float(q[0]), [(self.classes[j], float(v)) for j, v in zip(i, q)], name,
-                           labels, [float(v) for v in row] if labels is not None else None)
-                for name, i, q, labels, row in zip(names, idx, p, sets, probs)]
+            return [Prediction(self.classes[i[0]], float(q[0]), [(self.classes[j], float(v)) for j, v in zip(i, q)],
+                               name, labels=labels, probs=[float(v) for v in row])
+                    for name, i, q, labels, row in zip(names, idx, p, sets, probs)]
+        out = []
+        for name, i, q in zip(names, idx, p):
+            rejected = self.reject_threshold is not None and float(q[0]) < self.reject_threshold
+            out.append(Prediction(UNKNOWN if rejected else self.classes[i[0]], float(q[0]),
+                                  [(self.classes[j], float(v)) for j, v in zip(i, q)], name, rejected))
+        return out
 
 
 def expand_paths(patterns: Iterable[str]) -> Tuple[List[Path], List[str]]:

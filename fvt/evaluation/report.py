@@ -15,8 +15,9 @@ import json
 from pathlib import Path
 from typing import Optional, Union
 
-from .html_parts import (THUMB, esc as _esc, file_link as _file_link, fmt as _fmt, img as _img,  # noqa: F401
-                         rel as _rel, table as _table, thumb as _thumb)
+from .htmlparts import (THUMB, esc as _esc, file_link as _file_link, fmt as _fmt, img as _img,  # noqa: F401
+                        rel as _rel, table as _table, thumb as _thumb)
+
 
 PathLike = Union[str, Path]
 MAX_TABLE_CLASSES = 40   # larger confusion matrices are shown as a figure only
@@ -37,7 +38,8 @@ figure{display:inline-block;margin:.5em;vertical-align:top}figure img{max-width:
 figcaption{font-size:.9em;color:#555;text-align:center}.kpi{display:inline-block;margin:.3em 1.2em .3em 0}
 .kpi b{font-size:1.4em;display:block}.muted{color:#777}
 table.facts td{text-align:left}table.facts td:first-child{font-weight:600;background:#f7f7f7}
-tr.weak td{background:#fde2e2}.gallery figure{width:180px}.gallery figcaption{text-align:left;word-break:break-all}
+tr.weak td{background:#fde2e2}.gallery figure{width:180px}.gallery figure:has(img.cam){width:360px}
+.gallery img{max-width:170px;margin-right:4px}.pair figure{max-width:48%}.gallery figcaption{text-align:left;word-break:break-all}
 .links a{margin-right:1em;white-space:nowrap}
 """
 
@@ -103,11 +105,14 @@ def _gallery(eval_dir: Path, out: Path) -> str:
     if not wrong:
         return f"<h3>Most confident mistakes</h3><p>No mistakes in {link}.</p>"
     wrong.sort(key=lambda w: (-w[0], w[1]))
+    from .trust_report import heatmap_tags
+
+    heat = heatmap_tags(eval_dir)  # Grad-CAM overlay of the predicted class, beside each image
     cards = []
     for prob, n, path, true, pred in wrong[:MAX_GALLERY]:
         src = _thumb(path)
         pic = f'<img alt="{_esc(Path(path).name)}" src="{src}">' if src else "<p class='muted'>(file unreadable)</p>"
-        cards.append(f"<figure>{pic}<figcaption>{_file_link(path, Path(path).name)}<br>true: <b>{_esc(true)}</b>"
+        cards.append(f"<figure>{pic}{heat.get(path, '')}<figcaption>{_file_link(path, Path(path).name)}<br>true: <b>{_esc(true)}</b>"
                      f"<br>predicted: <b>{_esc(pred)}</b> ({prob:.2f})<br>row {n} of {link}</figcaption></figure>")
     return (f"<h3>Most confident mistakes ({min(len(wrong), MAX_GALLERY)} of {len(wrong)})</h3>"
             f"<p class='muted'>Click a file name to open it; the row number points into {link}.</p>"
@@ -215,6 +220,10 @@ def write_report(run_dir: PathLike, eval_dir: Optional[PathLike] = None, out: Op
     if (test_dir / "metrics.json").is_file() and (eval_dir is None or eval_dir.resolve() != test_dir.resolve()):
         body.append(_eval_section(test_dir, json.loads((test_dir / "metrics.json").read_text()), out,
                                   "Test split (held out: best.pt scored once, never used for selection)"))
+
+    from .trust_report import trust_section
+
+    body.append(trust_section(run_dir, eval_dir))
     body.append(_data_section(run_dir))
     body.append(_training_section(run_dir))
     cfg = run_dir / "config.yaml"

@@ -12,8 +12,6 @@ works unchanged. It wraps PyTorch weights and exported runtimes alike.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torchvision import transforms as T
 
@@ -69,15 +67,3 @@ def tta_transform(preproc, mode: str):
     steps = list(tf.transforms)
     at = next(i for i, t in enumerate(steps) if isinstance(t, T.CenterCrop))
     return T.Compose(steps[:at] + [T.FiveCrop(steps[at].size), _EachCrop(steps[at + 1:])])
-
-
-def apply_tta(loaded: Any, mode: str, preproc):
-    """Wrap ``loaded.model`` for ``mode`` and return the transform its inputs need."""
-    from ..data.transforms import eval_transform
-
-    if mode not in TTA_MODES:
-        raise UsageError(f"--tta {mode!r}: use one of {', '.join(TTA_MODES)}")
-    if mode == "none":
-        return eval_transform(preproc)
-    loaded.model = TTAModel(loaded.model, mode, getattr(loaded, "task", "multiclass"))
-    return tta_transform(preproc, mode)

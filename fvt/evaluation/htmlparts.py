@@ -1,5 +1,5 @@
-"""Small HTML pieces of fvt's self-contained pages (report.html and its sections): escaping, embedded
-images and thumbnails, tables, links relative to the page."""
+"""Pieces of fvt's self-contained HTML pages (report.html, audit.html): escaping, images
+inlined as data URIs, thumbnails, links to local files. Nothing on a page is fetched."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ def esc(x) -> str:
 
 
 def img(path: Path, title: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    """A PNG file inlined as a figure with a caption."""
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     return (f'<figure><img alt="{esc(title)}" src="data:image/png;base64,{data}">'
             f"<figcaption>{esc(title)}</figcaption></figure>")
 
@@ -35,15 +36,23 @@ def table(header: List[str], rows: List[list]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def thumb(path: str) -> Optional[str]:
-    """A small JPEG of the image as a data URI, or None when it cannot be read any more."""
+def rel(target: Path, out: Path) -> str:
+    """``target`` relative to the folder of the page ``out`` (links that survive moving the run folder)."""
+    return Path(os.path.relpath(Path(target).resolve(), Path(out).parent.resolve())).as_posix()
+
+
+def thumb(path, size: int = THUMB) -> Optional[str]:
+    """A small JPEG of the image as a data URI, or None when it cannot be read any more.
+    ``path``: a file path, or a PIL image already decoded."""
+    from PIL import Image
+
     from ..data import load_image
 
     try:
-        im = load_image(path, min_size=THUMB)
+        im = path.convert("RGB") if isinstance(path, Image.Image) else load_image(path, min_size=size)
     except Exception:
         return None
-    im.thumbnail((THUMB, THUMB))
+    im.thumbnail((size, size))
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=85)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
@@ -52,7 +61,3 @@ def thumb(path: str) -> Optional[str]:
 def file_link(path: str, text: str) -> str:
     p = Path(path)
     return f'<a href="{esc(p.as_uri())}">{esc(text)}</a>' if p.is_absolute() else esc(text)
-
-
-def rel(target: Path, out: Path) -> str:
-    return Path(os.path.relpath(target.resolve(), out.parent.resolve())).as_posix()
