@@ -2,7 +2,8 @@
 
 * ``resolve_run_task(cfg)`` (start, before any scan): ``--task auto`` becomes the data's task, recorded
   in config.yaml and the checkpoints; a multi-label run selects best.pt by mAP (``--best-metric``
-  top1/top5/ema_top1 become map/map/ema_map) and refuses what needs one class per image.
+  top1/top5/ema_top1 become map/map/ema_map), is not temperature-calibrated (``--calibrate`` off: its
+  thresholds decide), and refuses what needs one class per image (teacher, class weights, relabel).
 * ``note_evaluation(run, prefix, logits, targets)`` (each evaluation): the per-label thresholds with the
   best validation F1, tuned on the weights that select best.pt, stored with every checkpoint
   (``thresholds``) so that eval, predict and every export decide label sets the same way.
@@ -31,10 +32,17 @@ def resolve_run_task(cfg: Any) -> str:
     if cfg.data.sampler == "balanced":
         raise UsageError("--sampler balanced draws by class, and a multi-label image has several; use "
                          "--pos-weight balanced (loss weights per label) with --sampler random")
-    if cfg.distill.teacher:
-        raise UsageError("--teacher: distillation matches softmax outputs (one class per image); it does not apply "
-                         "to multi-label runs")
+    one_class = [flag for flag, on in (
+        ("--teacher (distillation matches softmax outputs)", cfg.distill.teacher),
+        ("--class-weights (use --pos-weight balanced: a weight per label's positives)", cfg.train.class_weights != "none"),
+        ("--relabel (its rows give one new label per image)", cfg.data.relabel),
+        (f"--best-metric {cfg.train.best_metric} (select by map)", cfg.train.best_metric in ("balanced_accuracy", "macro_f1")),
+    ) if on]
+    if one_class:
+        raise UsageError(f"{one_class[0]}: this option needs one class per image; multi-label data has a set")
     cfg.train.best_metric = MULTILABEL_BEST.get(cfg.train.best_metric, cfg.train.best_metric)
+    # temperature scaling and abstention calibrate a softmax; the per-label thresholds do that job here
+    cfg.train.calibrate = False
     return task
 
 

@@ -47,7 +47,8 @@ def score_test_split(run: Any) -> Optional[dict]:
         cfg = run.cfg
         rec = evaluate_checkpoint(best, data="test split", output=run.run_dir / TEST_DIR, device=str(run.dist.device),
                                   batch_size=cfg.data.eval_batch_size or 2 * cfg.data.batch_size,
-                                  workers=cfg.data.workers, log=run.log, dataset=dataset, reports=False)
+                                  workers=cfg.data.workers, log=run.log, dataset=dataset, reports=False,
+                                  explain=False)
     except FvtError as e:
         run.log(f"warning: the test split was not scored ({e})")
         return None
