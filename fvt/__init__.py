@@ -18,8 +18,9 @@ from .models import create_model, list_models, load_pretrained  # noqa: E402,F40
 
 # name -> module that defines it; imported on first attribute access (PEP 562)
 _LAZY = {
-    "train": "fvt.api", "evaluate": "fvt.api", "predict": "fvt.api", "export": "fvt.api",
+    "train": "fvt.api", "evaluate": "fvt.api", "predict": "fvt.api", "export": "fvt.api", "embed": "fvt.api",
     "TrainResult": "fvt.api", "EvalResult": "fvt.api", "PredictResult": "fvt.api", "ExportResult": "fvt.api",
+    "EmbedResult": "fvt.api",
     "Config": "fvt.config",
     "Classifier": "fvt.evaluation.predict", "Prediction": "fvt.evaluation.predict",
     "FvtError": "fvt.errors", "UsageError": "fvt.errors", "DataError": "fvt.errors", "CheckpointError": "fvt.errors",
@@ -28,8 +29,8 @@ _LAZY = {
 __all__ = ["__version__", "create_model", "list_models", "load_pretrained", *_LAZY]
 
 if _typing.TYPE_CHECKING:  # for type checkers and IDEs: the names the lazy loader provides
-    from .api import (EvalResult, ExportResult, PredictResult, TrainResult, evaluate, export, predict,  # noqa: F401
-                      train)
+    from .api import (EmbedResult, EvalResult, ExportResult, PredictResult, TrainResult, embed,  # noqa: F401
+                      evaluate, export, predict, train)
     from .config import Config  # noqa: F401
     from .errors import CheckpointError, DataError, FvtError, UsageError  # noqa: F401
     from .evaluation.predict import Classifier, Prediction  # noqa: F401

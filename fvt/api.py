@@ -26,7 +26,8 @@ from .errors import DataError, UsageError
 from .runtime import tune_allocator
 
 PathLike = Union[str, Path]
-__all__ = ["train", "evaluate", "predict", "export", "TrainResult", "EvalResult", "PredictResult", "ExportResult"]
+__all__ = ["train", "evaluate", "predict", "export", "embed", "TrainResult", "EvalResult", "PredictResult",
+           "ExportResult", "EmbedResult"]
 
 
 # -- train -------------------------------------------------------------------------------
@@ -139,12 +140,12 @@ def train(config: Union[None, PathLike, Config, dict] = None, *,
 # -- evaluate ----------------------------------------------------------------------------
 @dataclass
 class EvalResult:
-    top1: float                              # percent
+    top1: Optional[float]                    # percent (None for a multi-label model: see metrics["map_macro"])
     top5: Optional[float]                    # percent; None with fewer than 6 classes
     loss: float
-    balanced_accuracy: float                 # percent
+    balanced_accuracy: Optional[float]       # percent (None for a multi-label model)
     roc_auc_macro: Optional[float]
-    ece: float                               # expected calibration error (0..1)
+    ece: Optional[float]                     # expected calibration error (0..1; None for a multi-label model)
     num_samples: int
     output_dir: Path                         # metrics.json, predictions.csv, figures
     reports: List[Path]                      # report.html files written
@@ -159,24 +160,28 @@ def _given(**kwargs) -> dict:
 def evaluate(checkpoint: PathLike, data: Optional[PathLike] = None, *, output: Optional[PathLike] = None,
              ema: Optional[bool] = None, batch_size: Optional[int] = None, device: Optional[str] = None,
              workers: Optional[int] = None, log: Optional[Callable[[str], Any]] = None,
-             ood: Optional[PathLike] = None, explain: Optional[bool] = None) -> EvalResult:
+             ood: Optional[PathLike] = None, explain: Optional[bool] = None, tta: Optional[str] = None,
+             knn: Optional[int] = None) -> EvalResult:
     """Evaluate like ``fvt eval``: metrics, figures and report.html in ``output`` (default RUN/eval);
     ``data`` defaults to the run's own validation split. ``ood``: a folder of foreign images
-    (``fvt eval --ood``); ``explain=False`` skips the report's Grad-CAM heat maps."""
+    (``fvt eval --ood``); ``explain=False`` skips the report's Grad-CAM heat maps. ``tta``:
+    none|flip|crops; ``knn``: also a K-NN check on embeddings (``metrics["knn_top1"]`` / ``["knn_map"]``).
+    A multi-label model's scores are in ``metrics`` (map_macro, f1_macro, subset_accuracy, ...)."""
     from .evaluation.evaluate import evaluate_checkpoint
 
     tune_allocator()  # as the commands do (fvt/runtime.py)
 
     rec = evaluate_checkpoint(checkpoint, data, output, **_given(ema=ema, batch_size=batch_size, device=device,
-                                                                 workers=workers, log=log, ood=ood, explain=explain))
+                                                                 workers=workers, log=log, ood=ood, explain=explain,
+                                                                 tta=tta, knn=knn))
     if rec is None:  # a non-zero rank under torchrun: rank 0 holds the result
         raise UsageError("fvt.evaluate returns its result on rank 0 only; call it from rank 0 or outside torchrun")
     reports = [Path(r) for r in rec.get("_reports", [])]
     out = Path(output) if output else (reports[0].parent if reports else Path(checkpoint).parent / "eval")
     metrics = {k: v for k, v in rec.items() if not k.startswith("_")}
-    return EvalResult(top1=rec["top1"], top5=rec.get("top5"), loss=rec["loss"],
-                      balanced_accuracy=rec["balanced_accuracy"], roc_auc_macro=rec.get("roc_auc_macro"),
-                      ece=rec["ece"], num_samples=int(rec["num_samples"]), output_dir=out, reports=reports,
+    return EvalResult(top1=rec.get("top1"), top5=rec.get("top5"), loss=rec["loss"],
+                      balanced_accuracy=rec.get("balanced_accuracy"), roc_auc_macro=rec.get("roc_auc_macro"),
+                      ece=rec.get("ece"), num_samples=int(rec["num_samples"]), output_dir=out, reports=reports,
                       metrics=metrics)
 
 
@@ -204,11 +209,13 @@ class PredictResult:
 
 def predict(checkpoint: PathLike, images: Any, *, topk: int = 5, model: Optional[str] = None,
             ema: Optional[bool] = None, device: Optional[str] = None, batch_size: Optional[int] = None,
-            reject: Union[None, str, float] = None, target_precision: Optional[float] = None) -> PredictResult:
+            reject: Union[None, str, float] = None, target_precision: Optional[float] = None,
+            tta: Optional[str] = None) -> PredictResult:
     """Classify like ``fvt predict``: ``images`` are files, folders, globs (str/Path), PIL images or
     tensors, one or a list. Unreadable files are listed in ``failed``; DataError if none is usable.
     Probabilities are calibrated with the run's temperature; ``reject`` ("auto" or a probability, as
-    ``fvt predict --reject``) labels unsure answers "unknown"."""
+    ``fvt predict --reject``) labels unsure answers "unknown". ``tta``: none|flip|crops. A multi-label
+    model's predictions carry ``labels`` (the predicted set) and ``probs`` (every label)."""
     from .evaluation.predict import Classifier, check_topk, expand_paths
 
     items = _as_list(images)
@@ -221,7 +228,8 @@ def predict(checkpoint: PathLike, images: Any, *, topk: int = 5, model: Optional
             raise DataError("nothing to predict: no image file found in " + " ".join(map(str, items)))
         items = files
     clf = Classifier.from_checkpoint(checkpoint, **_given(model=model, ema=ema, device=device, batch_size=batch_size,
-                                                          reject=reject, target_precision=target_precision))
+                                                          reject=reject, target_precision=target_precision,
+                                                          tta=tta))
     k = check_topk(topk, len(clf.classes))
     names, probs, failed = clf.predict_proba_safe(items)
     if not names:
@@ -271,3 +279,41 @@ def export(checkpoint: PathLike, format: str = "onnx", *, output: Optional[PathL
     return ExportResult(path=Path(path), format=format, model_name=loaded.model_name, classes=list(loaded.classes),
                         max_abs_diff=facts.get("max_abs_diff"), sidecar=Path(sidecar) if sidecar else None,
                         facts=dict(facts))
+
+
+# -- embed -------------------------------------------------------------------------------
+@dataclass
+class EmbedResult:
+    vectors: Any                             # numpy float32 (N, D): pooled pre-logits (or a stage's average)
+    paths: List[str]                         # the image of each row
+    labels: List[str]                        # its class, label set joined by ';', or "" when unlabelled
+    failed: List[str] = field(default_factory=list)  # inputs that could not be decoded (no row)
+
+
+def embed(checkpoint: PathLike, images: Any, *, stage: Optional[int] = None, device: Optional[str] = None,
+          batch_size: int = 64, workers: int = 0, cache: Optional[PathLike] = None, ema: Optional[bool] = None,
+          model: Optional[str] = None) -> EmbedResult:
+    """Embeddings like ``fvt embed``, as arrays: ``images`` is a folder of class folders, a pre-split
+    folder or a CSV (rows keep their labels), or image files / folders / globs. ``cache``: a folder
+    where vectors are kept by file content and weights (a second call embeds only new images)."""
+    import numpy as np
+
+    from .data.dataset import ImageDataset
+    from .data.transforms import Preprocessing
+    from .evaluation.embed import StageFeatures, list_images
+    from .evaluation.embeddings import embed_dataset
+    from .evaluation.loading import load_any
+
+    tune_allocator()
+    loaded = load_any(checkpoint, **_given(model_name=model, ema=ema), device=device or "auto")
+    if not loaded.is_torch:
+        raise UsageError(f"fvt.embed needs PyTorch weights; {checkpoint} is a {loaded.kind} export")
+    net = loaded.model if stage is None else StageFeatures(loaded.model, stage)
+    pre = Preprocessing.from_dict(loaded.preprocessing)
+    paths, labels, _ = list_images([str(x) for x in _as_list(images)])
+    ds = ImageDataset([(p, 0) for p in paths], ["?"], None, None, pre.min_decode_size, pre.channels)
+    x = embed_dataset(net, ds, pre, cache=cache, batch_size=batch_size, workers=workers, device=loaded.device,
+                      progress=False)
+    ok = ~np.isnan(x).any(axis=1)
+    return EmbedResult(x[ok], [str(p) for p, good in zip(paths, ok) if good], [c for c, good in zip(labels, ok) if good],
+                       [str(p) for p, good in zip(paths, ok) if not good])

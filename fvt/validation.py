@@ -55,6 +55,17 @@ def _cross_field_problems(cfg: Config) -> list:
     m = cfg.sched.decay_milestones
     if all(isinstance(x, (int, float)) for x in m) and list(m) != sorted(m):
         out.append(f"--decay-milestones {_show(m)}: list the epochs in increasing order")
+    from .data.channels import stats_problem
+
+    stats = stats_problem(cfg.aug.mean, cfg.aug.std, cfg.model.in_chans)
+    if stats:
+        out.append(stats)
+    if cfg.model.in_chans != 3 and cfg.distill.teacher:
+        out.append(f"--teacher with --in-chans {cfg.model.in_chans}: a teacher sees the student's images as RGB; "
+                   "distil with --in-chans 3")
+    if cfg.model.in_chans != 3 and cfg.data.cache != "none":
+        out.append(f"--cache {cfg.data.cache} with --in-chans {cfg.model.in_chans}: the cache keeps RGB pixels; "
+                   "train without --cache")
     return out
 
 

@@ -25,8 +25,8 @@ import yaml
 
 from ..errors import UsageError, choice_message
 from .fields import Range, opt  # noqa: F401  (re-exported: config fields are declared with them)
-from .sections import (SECTIONS, AugConfig, DataConfig, DistillConfig, ModelConfig, OptimConfig,  # noqa: F401
-                       SchedConfig, TrainConfig)
+from .sections import (SECTIONS, AugConfig, DataConfig, DistillConfig, ModelConfig, MultilabelConfig,  # noqa: F401
+                       OptimConfig, SchedConfig, TrainConfig)
 
 
 @dataclass
@@ -38,6 +38,7 @@ class Config:
     sched: SchedConfig = field(default_factory=SchedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    multilabel: MultilabelConfig = field(default_factory=MultilabelConfig)
 
     # -- lookup -------------------------------------------------------------------
     def to_dict(self) -> dict:

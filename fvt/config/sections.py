@@ -15,6 +15,9 @@ _opt = opt
 @dataclass
 class ModelConfig:
     model: str = opt("faster_vit_0_224", "Model name (see `fvt models`).")
+    in_chans: int = opt(3, "Image channels the model takes: 3 (RGB), 1 (grayscale: every image is converted), or N "
+                           "(multi-band TIFF / N-band PNG, used as stored). Pretrained stems are adapted as timm does.",
+                        range="[1, 64]")
     img_size: Optional[list] = opt(None, "Input size: N or H W. Default: the variant's own "
                                     "(224 for *_224, 128 for faster_vit_nano ...).", range="[1, 4096]", length=(1, 2), item=int)
     pretrained: Optional[str] = opt(None, "Weights to start from: official (the --model's published weights, downloaded once), hf-hub:OWNER/REPO[:FILE], https://URL, or a file (.pth.tar, fvt checkpoint, .safetensors).")
@@ -37,6 +40,11 @@ class ModelConfig:
 class DataConfig:
     data: Optional[str] = opt(None, "Image folder (root/<class>/..., or root/train + root/val), a CSV of path,label, or shards of fvt data shard (their folder, a brace pattern, http(s)://, pipe:).")
     val_data: Optional[str] = opt(None, "Separate validation folder or CSV (overrides the automatic split).")
+    test_data: Optional[str] = opt(None, "Held-out test folder, CSV or shards, scored once with best.pt when training "
+                                         "ends (into RUN/test/). Default: the data's own test/ folder or test shards.")
+    task: str = opt("auto", "multiclass (one label per image), multilabel (a set of labels per image: a CSV of "
+                            "path,labels with ';' between labels, or one 0/1 column per class), or auto (multilabel "
+                            "when the CSV or shards say so).", choices=("auto", "multiclass", "multilabel"))
     val_split: float = opt(0.2, "Fraction of each class held out for validation when the data is not pre-split.", range="[0, 1)")
     split_seed: int = opt(42, "Seed of the stratified train/val split.", range="[0, 4294967295]")
     batch_size: int = opt(64, "Training batch size per process.", range="[1, inf)")
@@ -56,8 +64,11 @@ class DataConfig:
 
 @dataclass
 class AugConfig:
-    mean: list = opt([0.485, 0.456, 0.406], "Normalisation mean (saved with checkpoints).", range="[0, 1]", length=3)
-    std: list = opt([0.229, 0.224, 0.225], "Normalisation std (saved with checkpoints).", range="(0, 1]", length=3)
+    mean: list = opt([0.485, 0.456, 0.406], "Normalisation mean per channel (saved with checkpoints); with "
+                     "--in-chans N other than 3, N values, or the default: ImageNet's mean of means for every channel.",
+                     range="[0, 1]", length=(1, 64))
+    std: list = opt([0.229, 0.224, 0.225], "Normalisation std per channel (saved with checkpoints); N values for "
+                    "--in-chans N, like --mean.", range="(0, 1]", length=(1, 64))
     crop_pct: float = opt(0.875, "Eval: resize to size/crop_pct, then center-crop.", range="(0, 1]")
     interpolation: str = opt("bicubic", "Resize interpolation.", choices=("bilinear", "bicubic", "nearest"))
     scale: list = opt([0.08, 1.0], "Random-resized-crop area range.", range="(0, 1]", length=2)
@@ -133,8 +144,10 @@ class TrainConfig:
     eval_every: int = opt(1, "Evaluate every N epochs.", range="[1, inf)")
     save_every_steps: int = opt(0, "Also save last.pt every N optimizer steps (0: once per epoch).", range="[0, inf)")
     keep_top_k: int = opt(1, "Keep the k best checkpoints (best.pt plus best-2.pt ...).", range="[1, inf)")
-    best_metric: str = opt("top1", "Metric that selects best.pt (balanced_accuracy / macro_f1: every class counts the same, for imbalanced data).",
-                           choices=("top1", "top5", "loss", "ema_top1", "balanced_accuracy", "macro_f1"))
+    best_metric: str = opt("top1", "Metric that selects best.pt (balanced_accuracy / macro_f1: every class counts the "
+                                   "same, for imbalanced data; multi-label: map, the macro mean average precision, "
+                                   "and top1/top5/ema_top1 then mean map/map/ema_map).",
+                           choices=("top1", "top5", "loss", "ema_top1", "balanced_accuracy", "macro_f1", "map", "ema_map"))
     class_weights: str = opt("none", "Loss weight per class: none, balanced (n_images / (n_classes * n_class) on the training split, as scikit-learn computes it) or a CSV of class,weight rows. Works with label smoothing and mixup.")
     calibrate: bool = opt(True, "At the end, fit temperature scaling and the abstention threshold on the validation split and store them in best.pt.")
     target_precision: float = opt(0.95, "Abstention: the stored threshold is the lowest top probability at which the validation answers reach this precision.", range="(0, 1]")
@@ -154,6 +167,20 @@ class DistillConfig:
     distill_tau: float = opt(1.0, "Softmax temperature for soft distillation.", range="(0, inf)")
 
 
+@dataclass
+class MultilabelConfig:
+    multilabel_loss: str = opt("bce", "Multi-label loss: bce (sigmoid + binary cross-entropy) or asymmetric (ASL, "
+                                      "Ridnik et al. 2021: focuses on hard negatives, for many labels per image).",
+                               choices=("bce", "asymmetric"))
+    asl_gamma_neg: float = opt(4.0, "Asymmetric loss: focusing exponent of the negatives.", range="[0, inf)")
+    asl_gamma_pos: float = opt(0.0, "Asymmetric loss: focusing exponent of the positives.", range="[0, inf)")
+    asl_clip: float = opt(0.05, "Asymmetric loss: probability margin shifted off easy negatives (0 disables).",
+                          range="[0, 1)")
+    pos_weight: str = opt("none", "Multi-label class balance: none, or balanced (each class's positives weighted by "
+                                  "its negatives/positives ratio in the training split, at most 100).",
+                          choices=("none", "balanced"))
+
+
 SECTIONS = {
     "model": ModelConfig,
     "data": DataConfig,
@@ -162,4 +189,5 @@ SECTIONS = {
     "sched": SchedConfig,
     "train": TrainConfig,
     "distill": DistillConfig,
+    "multilabel": MultilabelConfig,
 }

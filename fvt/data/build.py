@@ -1,7 +1,7 @@
 """The single entry point of the data stage: ``build_data(cfg, run_dir, rank, world_size)``.
 
 Shards written by ``fvt data shard`` are streamed (``streaming``); folders and CSV files are
-scanned and split (``pipeline``). Both return a ``DataBundle``. The data modules import
+scanned and split (``pipeline``), multi-label CSVs by ``multilabel_build``. Both return a ``DataBundle``. The data modules import
 downhill from here: ``build`` -> ``pipeline`` / ``streaming`` -> ``bundle``, ``dataset``, ... ;
 the shard writer (``shards``) reads its source through ``pipeline``.
 """
@@ -35,6 +35,11 @@ def build_data(cfg: Any, run_dir: Optional[Union[str, os.PathLike, Path]] = None
             raise UsageError("--relabel applies to image folders and CSV files; write the shards again from the "
                              "relabelled data (fvt data shard) instead")
         return build_shard_data(cfg, preprocessing or Preprocessing.from_config(cfg, default_input_size), rank)
+    if getattr(cfg.data, "task", "multiclass") != "multiclass":  # label sets per image: fvt.data.multilabel
+        from .multilabel_build import build_multilabel_data, resolve_task
+
+        if resolve_task(cfg.data.task, cfg.data.data, cfg.data.val_data) == "multilabel":
+            return build_multilabel_data(cfg, run_dir, rank, world_size, default_input_size, preprocessing, write)
     from .pipeline import build_folder_data
 
     bundle = build_folder_data(cfg, run_dir, rank, world_size, default_input_size, preprocessing, write)

@@ -28,6 +28,7 @@ class DataBundle:
     ignored: Dict[str, int] = field(default_factory=dict)                # hidden / non_image / stray
     split_file: Optional[Path] = None
     infos: List[FileInfo] = field(default_factory=list)                  # scan result of every file
+    task: str = "multiclass"                                             # or "multilabel" (fvt.data.multilabel)
     relabel: Optional[dict] = None                                       # what --relabel changed (file, counts)
 
     @property
@@ -39,8 +40,14 @@ class DataBundle:
         return {c: i for i, c in enumerate(self.classes)}
 
     def summary_lines(self) -> List[str]:
-        lines = [f"data: {self.root} ({self.layout}), {self.num_classes} classes: {', '.join(self.classes)}"]
+        kind = "labels (multi-label)" if self.task == "multilabel" else "classes"
+        lines = [f"data: {self.root} ({self.layout}), {self.num_classes} {kind}: {', '.join(self.classes)}"]
         for split, per in self.counts.items():
+            ds = getattr(self, split, None) if split in ("train", "val", "test") else None
+            if self.task == "multilabel" and ds is not None:  # an image counts under each of its labels
+                images = getattr(ds, "n", None) or len(ds)
+                lines.append(f"  {split}: {images} images; per label: {', '.join(f'{c} {n}' for c, n in per.items())}")
+                continue
             lines.append(f"  {split}: {sum(per.values())} images ({', '.join(f'{c} {n}' for c, n in per.items())})")
         if self.relabel:
             r = self.relabel

@@ -62,12 +62,20 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                    help="Re-encode images whose longer side exceeds PX pixels [default: store files as they are].")
     s.add_argument("--verify", action="store_true", help="Fully decode every image in the scan.")
     s.add_argument("--force", action="store_true", help="Rewrite the shards even when index.json is up to date.")
+    for q in (p, s):
+        q.add_argument("--task", choices=("auto", "multiclass", "multilabel"), default="auto",
+                       help="multilabel: a CSV of path,labels (';' between labels) or 0/1 columns per label; auto: "
+                            "multilabel when the CSV looks so [default: auto].")
     parser.set_defaults(_data_parser=parser)
 
 
 def run_data(args: argparse.Namespace) -> int:
     command = getattr(args, "data_command", None)
     if command == "inspect":
+        from .multilabel_build import resolve_task
+
+        if Path(args.dir).suffix.lower() == ".csv" and resolve_task(args.task, args.dir) == "multilabel":
+            return inspect_label_csv(args.dir, verify=args.verify, output=args.output)
         return inspect_folder(args.dir, verify=args.verify, output=args.output)
     if command == "audit":
         from ..audit.commands import run_audit
@@ -77,7 +85,7 @@ def run_data(args: argparse.Namespace) -> int:
         from .shards import write_shards
 
         write_shards(args.src, args.output, args.shard_size, args.val_split, args.split_seed, args.val_data,
-                     args.max_size, args.verify, args.force)
+                     args.max_size, args.verify, args.force, task=args.task)
         return 0
     args._data_parser.print_help()
     return 2
@@ -114,6 +122,32 @@ def _plot(counts: Dict[str, Dict[str, int]], classes: List[str], path: Path) -> 
     return path
 
 
+def print_scan(infos, ignored, verify: bool) -> None:
+    """Image sizes, formats and modes, skipped entries and bad files of a scan."""
+    good, bad = [i for i in infos if i.ok], [i for i in infos if not i.ok]
+    if good:
+        ws, hs = [i.width for i in good], [i.height for i in good]
+        print(f"image size: width {min(ws)}-{max(ws)} (median {statistics.median(ws):g}), "
+              f"height {min(hs)}-{max(hs)} (median {statistics.median(hs):g}); "
+              f"formats: {', '.join(f'{k} {n}' for k, n in Counter(i.format for i in good).most_common())}; "
+              f"modes: {', '.join(f'{k} {n}' for k, n in Counter(i.mode for i in good).most_common())}")
+    print(f"skipped: {ignored.get('hidden', 0)} hidden, {ignored.get('non_image', 0)} non-image, "
+          f"{ignored.get('stray', 0)} stray files outside class folders")
+    print(f"bad files: {len(bad)} of {len(infos)}{' (full decode)' if verify else ' (header check; --verify decodes all)'}")
+    for i in bad[:MAX_LISTED]:
+        print(f"  {i.path}: {i.reason}")
+    if len(bad) > MAX_LISTED:
+        print(f"  ... and {len(bad) - MAX_LISTED} more")
+
+
+def print_duplicates(usable: dict) -> None:
+    across, within, conflicts = duplicate_groups(usable)
+    print(f"exact duplicates: {len(within)} groups within a set, {len(across)} across train/val/test; "
+          f"{len(conflicts)} of them filed under different classes")
+    for g in (across + within)[:MAX_LISTED]:
+        print("  " + " = ".join(str(p) for p in g))
+
+
 def inspect_folder(data: str, verify: bool = False, output: Optional[str] = None) -> int:
     disc = discover(data)  # DataError (missing / unreadable): fvt: error: ..., exit 2
     files = sorted({p for items in disc.splits.values() for p, _ in items})
@@ -137,35 +171,48 @@ def inspect_folder(data: str, verify: bool = False, output: Optional[str] = None
     rows.append(["total"] + [sum(per.values()) for per in counts.values()])
     print(_table(rows, ["class"] + list(counts)))
 
-    good = [i for i in infos if i.ok]
-    if good:
-        ws, hs = [i.width for i in good], [i.height for i in good]
-        print(f"image size: width {min(ws)}-{max(ws)} (median {statistics.median(ws):g}), "
-              f"height {min(hs)}-{max(hs)} (median {statistics.median(hs):g}); "
-              f"formats: {', '.join(f'{k} {n}' for k, n in Counter(i.format for i in good).most_common())}; "
-              f"modes: {', '.join(f'{k} {n}' for k, n in Counter(i.mode for i in good).most_common())}")
-    ign = disc.ignored
-    print(f"skipped: {ign.get('hidden', 0)} hidden, {ign.get('non_image', 0)} non-image, "
-          f"{ign.get('stray', 0)} stray files outside class folders")
-    print(f"bad files: {len(bad)} of {len(infos)}{' (full decode)' if verify else ' (header check; --verify decodes all)'}")
-    for i in bad[:MAX_LISTED]:
-        print(f"  {i.path}: {i.reason}")
-    if len(bad) > MAX_LISTED:
-        print(f"  ... and {len(bad) - MAX_LISTED} more")
+    print_scan(infos, disc.ignored, verify)
     for path, reason in disc.problems:  # unreadable folders, symlink loops
         print(f"  folder skipped: {path}: {reason}")
-
-    across, within, conflicts = duplicate_groups(usable)
-    print(f"exact duplicates: {len(within)} groups within a set, {len(across)} across train/val/test; "
-          f"{len(conflicts)} of them filed under different classes")
-    for g in (across + within)[:MAX_LISTED]:
-        print("  " + " = ".join(str(p) for p in g))
+    print_duplicates(usable)
 
     if classes and output is not None:
         chart = _plot(counts, classes, Path(output) / "class_distribution.png")
         print(f"chart: {chart}")
     if problem:
         print(f"fvt: error: not usable: {problem}", file=sys.stderr)
+        return 1
+    print("usable: yes")
+    return 0
+
+
+def inspect_label_csv(data: str, verify: bool = False, output: Optional[str] = None) -> int:
+    """``fvt data inspect`` of a multi-label CSV: label counts, labels per image, co-occurrence, then
+    the same file checks as for folders. Exit 0 when usable for training, 1 when not."""
+    from .multilabel import read_label_csv
+    from .multilabel_inspect import cooccurrence_figure, label_report
+
+    path, ignored = Path(data).expanduser(), Counter()
+    items, _ = read_label_csv(path, ignored)
+    infos = scan_files(sorted({p for p, _ in items}), verify=verify, progress=True)
+    bad = {i.path for i in infos if not i.ok}
+    usable = [(p, t) for p, t in items if p not in bad]
+    classes = sorted({c for _, t in usable for c in t})
+    print(f"data: {path}  layout: csv, multi-label (split at training time by iterative stratification: "
+          f"--val-split, --split-seed)")
+    print(f"labels ({len(classes)}): {', '.join(classes)}")
+    for line in label_report(usable, classes):
+        print(line)
+    print_scan(infos, ignored, verify)
+    print_duplicates({"images": usable})
+    if classes and output is not None:
+        from .multilabel import label_stats
+
+        stats = label_stats(usable, classes)
+        print(f"chart: {_plot({'images': stats['counts']}, classes, Path(output) / 'class_distribution.png')}")
+        print(f"chart: {cooccurrence_figure(stats['cooccurrence'], classes, Path(output) / 'cooccurrence.png')}")
+    if len(classes) < 2:
+        print(f"fvt: error: not usable: {len(classes)} label(s) in use; need at least 2", file=sys.stderr)
         return 1
     print("usable: yes")
     return 0

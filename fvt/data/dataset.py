@@ -45,8 +45,11 @@ def seed_everything_from(sample_seed: int) -> None:
 class ImageDataset(Dataset):
     """``samples``: (path, class index) pairs; ``classes``: the class names in index order."""
 
+    task = "multiclass"
+
     def __init__(self, samples: Sequence[Sample], classes: Sequence[str], transform: Optional[Callable] = None,
-                 bad_file_log: Optional[Union[str, Path]] = None, min_decode_size: Optional[int] = None):
+                 bad_file_log: Optional[Union[str, Path]] = None, min_decode_size: Optional[int] = None,
+                 channels: int = 3):
         self.samples: List[Sample] = [(Path(p), int(t)) for p, t in samples]
         self.classes = list(classes)
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
@@ -55,6 +58,7 @@ class ImageDataset(Dataset):
         self.min_decode_size = min_decode_size  # lets JPEG draft mode shrink large photos on decode
         self.cache = None  # fvt.data.cache.ImageCache: pixels decoded once (--cache)
         self.transform_at = None  # size -> the training transform at that size (progressive resizing)
+        self.channels = channels  # the model's input channels (fvt.data.channels)
         self._warned: set = set()
 
     def __len__(self) -> int:
@@ -69,10 +73,11 @@ class ImageDataset(Dataset):
         return [p for p, _ in self.samples]
 
     def load(self, index: int):
-        """The decoded RGB PIL image of sample ``index`` (raises ``ImageDecodeError``)."""
+        """The decoded image of sample ``index``: RGB PIL (or grayscale / bands, see ``channels``);
+        raises ``ImageDecodeError``. The --cache holds RGB pixels only (validation refuses it otherwise)."""
         if self.cache is not None:
             return self.cache.image(index)
-        return load_image(self.samples[index][0], self.min_decode_size)
+        return load_image(self.samples[index][0], self.min_decode_size, channels=self.channels)
 
     def __getitem__(self, key):
         # an index, (index, sample_seed), or (index, sample_seed, size) under progressive resizing

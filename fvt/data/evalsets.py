@@ -53,18 +53,25 @@ def _usable(items, verify: bool = False):
 
 
 def image_folder(root: PathLike, transform: Optional[Callable] = None, classes: Optional[Sequence[str]] = None,
-                 min_decode_size: Optional[int] = None) -> ImageDataset:
-    """A class-folder root, a pre-split root (its val folder), a CSV of path,label, or shards."""
+                 min_decode_size: Optional[int] = None, channels: int = 3, task: str = "multiclass",
+                 split: str = "val") -> ImageDataset:
+    """A class-folder root, a pre-split root (its ``split`` folder: val or test), a CSV of path,label, or
+    shards; ``task`` multilabel: a CSV of path,labels or 0/1 columns (``fvt.data.multilabel``)."""
     from .streaming import is_shard_spec, open_eval_shards
 
     if is_shard_spec(root):
-        return open_eval_shards(str(root), transform, classes, min_decode_size)
+        return open_eval_shards(str(root), transform, classes, min_decode_size, channels, split)
+    if task == "multilabel":
+        from .multilabel_build import open_label_csv
+
+        return open_label_csv(root, transform, classes, min_decode_size, channels)
     root = Path(root).expanduser()
     ignored: Counter = Counter()
     if root.is_file() and root.suffix.lower() == ".csv":
         items = read_csv(root, ignored)
     elif root.is_dir():
-        sub = find_split_dir(root, VAL_NAMES) if find_split_dir(root, ("train",)) else None
+        names = VAL_NAMES if split == "val" else (split,)
+        sub = find_split_dir(root, names) if find_split_dir(root, ("train",)) else None
         skipped: list = []
         items, _ = list_class_folders(sub or root, ignored, skipped)
         root = sub or root
@@ -77,7 +84,7 @@ def image_folder(root: PathLike, transform: Optional[Callable] = None, classes: 
         raise DataError(f"{root} holds no usable image in class folders")
     names = _check_same_classes([c for _, c in items], classes, root)
     idx = {c: i for i, c in enumerate(names)}
-    return ImageDataset([(p, idx[c]) for p, c in items], names, transform, None, min_decode_size)
+    return ImageDataset([(p, idx[c]) for p, c in items], names, transform, None, min_decode_size, channels)
 
 
 def load_eval_set(config: Any, run_dir: Optional[PathLike] = None, data_override: Optional[PathLike] = None,
@@ -94,7 +101,12 @@ def load_eval_set(config: Any, run_dir: Optional[PathLike] = None, data_override
     preproc = preprocessing or Preprocessing.from_config(cfg)
     tf = eval_transform(preproc)
     if data_override is not None:
-        return image_folder(data_override, tf, classes, preproc.min_decode_size)
+        task = cfg.data.task
+        if task == "auto":
+            from .multilabel_build import resolve_task
+
+            task = resolve_task(task, data_override)
+        return image_folder(data_override, tf, classes, preproc.min_decode_size, preproc.channels, task)
     from .build import build_data
 
     if run_dir is not None and cfg.data.val_split > 0 and not (Path(run_dir) / "split.json").is_file():

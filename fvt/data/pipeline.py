@@ -194,7 +194,7 @@ def build_folder_data(cfg: Any, run_dir: Optional[PathLike] = None, rank: int = 
         items = usable.get(split)
         if not items:
             return None
-        return ImageDataset([(p, idx[c]) for p, c in items], classes, transform, log_path, min_size)
+        return ImageDataset([(p, idx[c]) for p, c in items], classes, transform, log_path, min_size, preproc.channels)
 
     train_ds = make("train", train_transform(preproc, cfg.aug), max(preproc.input_size))
     if train_ds is None:

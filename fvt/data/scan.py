@@ -75,9 +75,11 @@ def check_image(path: Union[str, Path], verify: bool = False) -> FileInfo:
                 info = FileInfo(path, True, "", im.size[0], im.size[1], im.format or "", im.mode, nbytes)
     except Image.DecompressionBombError:
         return FileInfo(path, False, f"decompression bomb: more than {2 * Image.MAX_IMAGE_PIXELS} pixels", nbytes=nbytes)
-    except UnidentifiedImageError:
-        return FileInfo(path, False, "not an image (unrecognised content)", nbytes=nbytes)
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
+        if path.suffix.lower() in (".tif", ".tiff"):  # multi-band TIFFs Pillow cannot open: tifffile can
+            return _tiff_info(path, nbytes)
+        if isinstance(e, UnidentifiedImageError):
+            return FileInfo(path, False, "not an image (unrecognised content)", nbytes=nbytes)
         return FileInfo(path, False, f"unreadable header: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
                         nbytes=nbytes)
     problem = geometry_problem(info.width, info.height)
@@ -90,6 +92,17 @@ def check_image(path: Union[str, Path], verify: bool = False) -> FileInfo:
         except ImageDecodeError as e:
             info.ok, info.reason = False, f"cannot decode: {e}"
     return info
+
+
+def _tiff_info(path: Path, nbytes: int) -> FileInfo:
+    from .channels import tiff_size
+
+    try:
+        w, h, bands = tiff_size(path)
+    except ImageDecodeError as e:
+        return FileInfo(path, False, str(e), nbytes=nbytes)
+    problem = geometry_problem(w, h)
+    return FileInfo(path, not problem, problem or "", w, h, "TIFF", f"{bands} bands", nbytes)
 
 
 def scan_files(paths: Sequence[Path], verify: bool = False, threads: Optional[int] = None,

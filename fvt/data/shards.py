@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import UsageError
+from .multilabel import encode_target
 from .scan import write_bad_files
 
 INDEX_NAME = "index.json"
@@ -161,10 +162,13 @@ def _write_split(wds, out: Path, split: str, items: List[Tuple[Path, int]], clas
             if not state:
                 open_next()
             rel = _rel(path, root)
-            state["writer"].write({"__key__": f"{i:08d}", ext: data, "cls": str(target), "path.txt": rel})
+            labels = target if isinstance(target, tuple) else (target,)  # multi-label: a tuple of label indices
+            cls = encode_target(target) if isinstance(target, tuple) else str(target)
+            state["writer"].write({"__key__": f"{i:08d}", ext: data, "cls": cls, "path.txt": rel})
             state["count"] += 1
             state["bytes"] += size
-            state["per"][target] += 1
+            for t in labels:
+                state["per"][t] += 1
             lines.append(rel)
             progress(1)
         close()
@@ -179,10 +183,12 @@ def _write_split(wds, out: Path, split: str, items: List[Tuple[Path, int]], clas
 
 def write_shards(src: str, output: str, shard_size: str = "256MB", val_split: float = 0.2, split_seed: int = 42,
                  val_data: Optional[str] = None, max_size: Optional[int] = None, verify: bool = False,
-                 force: bool = False, echo=print) -> dict:
-    """Shard ``src`` into ``output``; returns the index (also written to ``output/index.json``)."""
+                 force: bool = False, echo=print, task: str = "auto") -> dict:
+    """Shard ``src`` into ``output``; returns the index (also written to ``output/index.json``).
+    ``task``: auto|multiclass|multilabel, as ``fvt train --task`` (multi-label CSVs keep their label sets)."""
     wds = require_webdataset()
     from ..config import Config
+    from .multilabel_build import build_multilabel_data, resolve_task
     from .pipeline import build_folder_data
 
     shard_bytes = parse_size(shard_size)
@@ -196,11 +202,14 @@ def write_shards(src: str, output: str, shard_size: str = "256MB", val_split: fl
     cfg = Config()
     cfg.data.data, cfg.data.val_data, cfg.data.val_split, cfg.data.split_seed = src, val_data, val_split, split_seed
     cfg.data.verify_images = verify
-    bundle = build_folder_data(cfg, None, default_input_size=(224, 224), write=False)
+    cfg.data.task = resolve_task(task, src, val_data)
+    build = build_multilabel_data if cfg.data.task == "multilabel" else build_folder_data
+    bundle = build(cfg, None, default_input_size=(224, 224), write=False)
     sets = {s: getattr(bundle, s) for s in SPLITS if getattr(bundle, s) is not None}
     classes = bundle.classes
-    named = {s: [(p, classes[t]) for p, t in ds.samples] for s, ds in sets.items()}
-    options = {"val_split": val_split if bundle.layout != "presplit" and not val_data else None,
+    named = {s: [(p, ";".join(classes[i] for i in t) if isinstance(t, tuple) else classes[t]) for p, t in ds.samples]
+             for s, ds in sets.items()}
+    options = {"task": cfg.data.task, "val_split": val_split if bundle.layout != "presplit" and not val_data else None,
                "split_seed": split_seed, "max_size": max_size, "shard_size": shard_bytes}
     fingerprint = _fingerprint(named, bundle.root, classes, options, bundle.bad_files)
     if not force:

@@ -100,6 +100,7 @@ class ShardSource:
         if self.index.get("format") != FORMAT:
             raise DataError(f"{self.index_url} is not an fvt shard index; make one with fvt data shard")
         self.classes: List[str] = list(self.index["classes"])
+        self.task: str = self.index.get("task", "multiclass")  # multilabel: cls holds label indices "0;3"
 
     def url(self, name: str) -> str:
         return f"{self._prefix}{name}{self._suffix}"
@@ -137,11 +138,18 @@ def _slot_samples(urls: Sequence[str], slot: int, slots: int) -> Iterator[dict]:
             yield sample
 
 
-def _decode(sample: dict, min_size: Optional[int]) -> Tuple[Any, int, int]:
-    target, index = int(sample["cls"]), int(sample["__key__"])
+def _decode(sample: dict, min_size: Optional[int], num_labels: int = 0, channels: int = 3) -> Tuple[Any, Any, int]:
+    """(image, target, index); ``num_labels`` > 0: multi-label shards, the target is a multi-hot vector."""
+    if num_labels:
+        from .multilabel import decode_target
+
+        target = decode_target(sample["cls"].decode() if isinstance(sample["cls"], bytes) else sample["cls"], num_labels)
+    else:
+        target = int(sample["cls"])
+    index = int(sample["__key__"])
     data = next(v for k, v in sample.items() if not k.startswith("_") and k not in META_KEYS)
     try:
-        return load_image(io.BytesIO(data), min_size), target, index
+        return load_image(io.BytesIO(data), min_size, channels=channels), target, index
     except ImageDecodeError as e:
         import warnings
 
@@ -162,10 +170,12 @@ class ShardTrainSet(EpochPosition, IterableDataset):
     is_shard_stream = True
 
     def __init__(self, source: ShardSource, part: dict, transform, min_decode_size: Optional[int] = None,
-                 shuffle_buffer: int = 1000):
+                 shuffle_buffer: int = 1000, channels: int = 3):
         self.source, self.urls, self.shard_counts = source.spec, part["urls"], part["counts"]
         self.n, self.classes = part["count"], source.classes
         self.transform, self.min_decode_size = transform, min_decode_size
+        self.num_labels = len(self.classes) if source.task == "multilabel" else 0
+        self.channels = channels
         self.shuffle_buffer = max(1, int(shuffle_buffer))
         self.rank, self.world_size, self.seed, self.batch_size, self.workers = 0, 1, 0, 1, 0
         self.epoch, self.start = 0, 0
@@ -211,7 +221,7 @@ class ShardTrainSet(EpochPosition, IterableDataset):
                 raise DataError(f"shards of {self.source} gave no sample to reader {slot} of {slots}")
 
     def _prepare(self, sample: dict, seed: int):
-        img, target, index = _decode(sample, self.min_decode_size)
+        img, target, index = _decode(sample, self.min_decode_size, self.num_labels, self.channels)
         if img is not None and self.transform is not None:
             if get_worker_info() is not None:
                 seed_everything_from(seed)
@@ -269,9 +279,12 @@ class ShardEvalSet(IterableDataset):
     """A split read once, in order, each sample on exactly one (rank, worker); items are batches
     ``(images, targets, indices)`` with indices = position in the split (``paths[i]``)."""
 
-    def __init__(self, source: ShardSource, part: dict, transform, min_decode_size: Optional[int] = None):
+    def __init__(self, source: ShardSource, part: dict, transform, min_decode_size: Optional[int] = None,
+                 channels: int = 3):
         self.source, self.urls, self.n, self.classes = source, part["urls"], part["count"], source.classes
         self.transform, self.min_decode_size = transform, min_decode_size
+        self.task, self.channels = source.task, channels
+        self.num_labels = len(self.classes) if source.task == "multilabel" else 0
         self._paths_name, self._paths = part.get("paths"), None
         self.rank, self.world_size, self.batch_size = 0, 1, 64
 
@@ -289,7 +302,7 @@ class ShardEvalSet(IterableDataset):
         w, nw = _worker()
         batch = []
         for sample in _slot_samples(self.urls, self.rank * nw + w, self.world_size * nw):
-            img, target, index = _decode(sample, self.min_decode_size)
+            img, target, index = _decode(sample, self.min_decode_size, self.num_labels, self.channels)
             batch.append((self.transform(img) if img is not None and self.transform else img, target, index))
             if len(batch) == self.batch_size:
                 yield collate_drop_failed(batch) or _empty_batch()
@@ -310,12 +323,12 @@ def _empty_batch():
 
 # -- the data stage's entry points ---------------------------------------------------------------
 def open_eval_shards(spec: str, transform, classes: Optional[Sequence[str]] = None,
-                     min_decode_size: Optional[int] = None) -> ShardEvalSet:
+                     min_decode_size: Optional[int] = None, channels: int = 3, split: str = "val") -> ShardEvalSet:
     """``fvt eval --data SHARDS``: the val split of a shard folder (else test, else train), or
     exactly the shards a pattern names."""
     source = ShardSource(spec)
     part = None
-    for name in ("val", "test", "train"):
+    for name in dict.fromkeys((split, "val", "test", "train")):
         part = source.split(name)
         if part is not None:
             break
@@ -324,7 +337,7 @@ def open_eval_shards(spec: str, transform, classes: Optional[Sequence[str]] = No
     if classes is not None and list(classes) != source.classes:
         raise DataError(f"classes of {spec} ({', '.join(source.classes)}) differ from the checkpoint's "
                         f"({', '.join(classes)})")
-    return ShardEvalSet(source, part, transform, min_decode_size)
+    return ShardEvalSet(source, part, transform, min_decode_size, channels)
 
 
 def build_shard_data(cfg: Any, preproc, rank: int = 0):
@@ -338,19 +351,22 @@ def build_shard_data(cfg: Any, preproc, rank: int = 0):
     source = ShardSource(cfg.data.data)
     part = source.training_split()
     train = ShardTrainSet(source, part, train_transform(preproc, cfg.aug), max(preproc.input_size),
-                          getattr(cfg.data, "shuffle_buffer", 1000))
+                          getattr(cfg.data, "shuffle_buffer", 1000), preproc.channels)
     eval_tf = eval_transform(preproc)
     if cfg.data.val_data:
-        val = open_eval_shards(cfg.data.val_data, eval_tf, source.classes, preproc.min_decode_size)
+        val = open_eval_shards(cfg.data.val_data, eval_tf, source.classes, preproc.min_decode_size, preproc.channels)
     else:
         vpart = source.split("val", filtered=False) or source.split("test", filtered=False)
         if vpart is not None and vpart["urls"] == part["urls"]:
             vpart = None  # a pattern naming the val shards for training: nothing left to validate on
-        val = ShardEvalSet(source, vpart, eval_tf, preproc.min_decode_size) if vpart else None
+        val = ShardEvalSet(source, vpart, eval_tf, preproc.min_decode_size, preproc.channels) if vpart else None
+    tpart = source.split("test", filtered=False) if source.split("val", filtered=False) else None  # else val is test
+    test = ShardEvalSet(source, tpart, eval_tf, preproc.min_decode_size, preproc.channels) if tpart else None
     index = source.index
     counts = {name: {c: n for c, n in entry["counts"].items()} for name, entry in index["splits"].items()}
     if index.get("bad_files") and rank == 0:
         logging.getLogger("fvt.data").warning(
             f"{index['bad_files']} bad files were left out when the shards were written (see bad_files.txt "
             f"beside {source.index_url})")
-    return DataBundle(train, val, None, source.classes, preproc, "shards", Path(source.spec), counts)
+    return DataBundle(train, val, test, source.classes, preproc, "shards", Path(source.spec), counts,
+                      task=source.task)

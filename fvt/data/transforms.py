@@ -53,9 +53,17 @@ class Preprocessing:
     @classmethod
     def from_config(cls, cfg: Any, default_size: Optional[Sequence[int]] = None) -> "Preprocessing":
         """From a ``Config``: model.img_size (else ``default_size``, else 224) and the aug section."""
+        from .channels import channel_stats
+
         size = cfg.model.img_size or default_size or DEFAULT_INPUT_SIZE
         a = cfg.aug
-        return cls(normalize_size(size), tuple(a.mean), tuple(a.std), a.crop_pct, a.interpolation)
+        mean, std = channel_stats(a.mean, a.std, getattr(cfg.model, "in_chans", 3))
+        return cls(normalize_size(size), tuple(mean), tuple(std), a.crop_pct, a.interpolation)
+
+    @property
+    def channels(self) -> int:
+        """Input channels of the model (one mean per channel): 3 RGB, 1 grayscale, N bands."""
+        return len(self.mean)
 
     @property
     def min_decode_size(self) -> int:
@@ -79,7 +87,7 @@ def normalize_size(size: Any) -> Tuple[int, int]:
 
 def eval_transform(preproc: Preprocessing):
     return create_transform(
-        input_size=(3, *preproc.input_size), is_training=False, crop_pct=preproc.crop_pct,
+        input_size=(preproc.channels, *preproc.input_size), is_training=False, crop_pct=preproc.crop_pct,
         interpolation=preproc.interpolation, mean=preproc.mean, std=preproc.std)
 
 
@@ -87,8 +95,12 @@ def train_transform(preproc: Preprocessing, aug: Any):
     """Training augmentation from an ``AugConfig`` (or anything with the same fields)."""
     aa = aug.auto_augment
     aa = None if (aa is None or str(aa).lower() in ("", "none", "null") or aug.three_augment) else aa
+    if preproc.channels not in (1, 3):  # bands as a tensor: only the geometric augmentations apply
+        from types import SimpleNamespace
+
+        aa, aug = None, SimpleNamespace(**{**vars(aug), "color_jitter": 0.0, "three_augment": False})
     common = dict(
-        input_size=(3, *preproc.input_size), is_training=True, scale=tuple(aug.scale), ratio=tuple(aug.ratio),
+        input_size=(preproc.channels, *preproc.input_size), is_training=True, scale=tuple(aug.scale), ratio=tuple(aug.ratio),
         hflip=aug.hflip, vflip=aug.vflip, interpolation=preproc.interpolation,
         mean=preproc.mean, std=preproc.std, re_prob=aug.reprob, re_mode=aug.remode, re_count=aug.recount)
     if not aug.three_augment:

@@ -199,7 +199,7 @@ def selected_weights(ckpt: dict) -> str:
     choice = ckpt.get("selected_weights")
     if choice not in ("ema", "raw"):
         best = ((ckpt.get("config") or {}).get("train") or {}).get("best_metric")
-        choice = "ema" if best == "ema_top1" else "raw"
+        choice = "ema" if best in ("ema_top1", "ema_map") else "raw"
     return "ema" if choice == "ema" and ckpt.get("state_dict_ema") is not None else "raw"
 
 

@@ -49,7 +49,8 @@ def run_inference(
         with autocast_context(device, amp_dtype):
             out = model(images)
         logits.append(out.float().cpu())
-        targets.append(torch.as_tensor(target).long().cpu())
+        target = torch.as_tensor(target)
+        targets.append(target.float().cpu() if target.ndim == 2 else target.long().cpu())  # 2-D: multi-hot labels
         indices.append(torch.as_tensor(index).long().cpu())
     model.train(was_training)
     num_classes = logits[0].shape[1] if logits else 0
@@ -57,9 +58,10 @@ def run_inference(
     targets = torch.cat(targets) if targets else torch.zeros(0, dtype=torch.long)
     indices = torch.cat(indices) if indices else torch.zeros(0, dtype=torch.long)
     if D.get_world_size() > 1:
-        # A rank may hold no sample at all: agree on the class count before gathering.
-        n_cls = int(D.all_reduce_max(torch.tensor([num_classes])).item())
+        # A rank may hold no sample at all: agree on the class count (and multi-hot targets) before gathering.
+        n_cls, multi = (int(v) for v in D.all_reduce_max(torch.tensor([num_classes, int(targets.ndim == 2)])))
         logits = logits.reshape(-1, n_cls)
+        targets = targets.float().reshape(-1, n_cls) if multi else targets
         logits, targets, indices = (D.all_gather_cat(t) for t in (logits, targets, indices))
     order = torch.argsort(indices, stable=True)
     logits, targets, indices = logits[order], targets[order], indices[order]
@@ -71,7 +73,12 @@ def run_inference(
 def classification_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict:
     """top1 / top5 in percent (top5 only with more than 5 classes), mean cross-entropy, and the
     class-balanced metrics (scikit-learn's balanced accuracy and macro F1, in percent) that
-    --best-metric balanced_accuracy / macro_f1 select by."""
+    --best-metric balanced_accuracy / macro_f1 select by; multi-hot targets (multi-label): loss, map,
+    map_micro, f1 (fvt.evaluation.multilabel_metrics.epoch_metrics)."""
+    if targets.ndim == 2:
+        from ..evaluation.multilabel_metrics import epoch_metrics
+
+        return epoch_metrics(logits, targets)
     n = int(targets.numel())
     if n == 0:
         return {"top1": 0.0, "loss": float("nan"), "count": 0}

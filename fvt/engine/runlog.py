@@ -100,6 +100,15 @@ class RunLogger:
             if isinstance(v, (int, float)) and math.isfinite(v):
                 self.tb.add_scalar(f"{prefix}/{k}", v, step)
 
+    def summary(self, kind: str, step: int, values: dict) -> None:
+        """Scalars outside the epoch rows (the test split at the end): a ``kind`` event in log.jsonl,
+        ``kind/NAME`` in TensorBoard and ``kind_NAME`` in the other trackers."""
+        if not self.enabled:
+            return
+        self.event(kind, **values)
+        self.scalars(step, kind, values)
+        self._each("log_metrics", {f"{kind}_{k}": v for k, v in values.items()}, step, skip=("tensorboard",))
+
     def epoch(self, row: dict) -> None:
         """Append a row to metrics.csv (keeps the earlier rows of a resumed run) and redraw curves.png."""
         if not self.enabled:
@@ -166,10 +175,12 @@ def plot_curves(rows: list, path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for key, label in (("train_loss", "train"), ("val_loss", "val"), ("ema_val_loss", "val (EMA)")):
         _line(axes[0], rows, ep, key, label)
-    for key, label in (("val_top1", "val top-1"), ("ema_val_top1", "val top-1 (EMA)"), ("val_top5", "val top-5")):
+    for key, label in (("val_top1", "val top-1"), ("ema_val_top1", "val top-1 (EMA)"), ("val_top5", "val top-5"),
+                       ("val_map", "val mAP"), ("ema_val_map", "val mAP (EMA)")):
         _line(axes[1], rows, ep, key, label)
     _line(axes[2], rows, ep, "lr", "lr")
-    for ax, title in zip(axes, ("loss", "accuracy (%)", "learning rate")):
+    multilabel = any("val_map" in r for r in rows)
+    for ax, title in zip(axes, ("loss", "mAP (macro)" if multilabel else "accuracy (%)", "learning rate")):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -205,9 +216,10 @@ def _jsonable(o):
 
 def format_epoch_line(row: dict, epochs: int) -> str:
     parts = [f"epoch {row['epoch']}/{epochs}", f"loss {row.get('train_loss', float('nan')):.4f}"]
-    for key, name in (("val_loss", "val_loss"), ("val_top1", "top1"), ("val_top5", "top5"), ("ema_val_top1", "ema_top1")):
+    for key, name in (("val_loss", "val_loss"), ("val_top1", "top1"), ("val_top5", "top5"), ("ema_val_top1", "ema_top1"),
+                      ("val_map", "mAP"), ("ema_val_map", "ema_mAP")):
         if key in row:
-            parts.append(f"{name} {row[key]:.4f}" if key.endswith("loss") else f"{name} {row[key]:.2f}%")
+            parts.append(f"{name} {row[key]:.4f}" if key.endswith(("loss", "map")) else f"{name} {row[key]:.2f}%")
     parts.append(f"lr {row.get('lr', 0):.2e}")
     parts.append(f"{row.get('img_per_s', 0):.0f} img/s")
     parts.append(f"{row.get('epoch_time_s', 0):.0f}s")

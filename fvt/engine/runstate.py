@@ -24,7 +24,8 @@ from .speedups import checkpoint_state as speed_state
 from .steps import StepParts, TrainState
 
 BEST_KEYS = {"top1": "val_top1", "top5": "val_top5", "loss": "val_loss", "ema_top1": "ema_val_top1",
-             "balanced_accuracy": "val_balanced_accuracy", "macro_f1": "val_macro_f1"}
+             "balanced_accuracy": "val_balanced_accuracy", "macro_f1": "val_macro_f1",
+             "map": "val_map", "ema_map": "ema_val_map"}
 
 
 @dataclass
@@ -65,6 +66,7 @@ class Run:
     t_start: float = field(default_factory=time.time)
     loop_start: Optional[tuple] = None  # (time, step) when the epoch loop began: the ETA's pace
     speed: Any = None                   # fvt.engine.speedups.SpeedPlan: --time, --progressive, --compile auto
+    extras: dict = field(default_factory=dict)  # checkpoint keys of the task (multi-label "thresholds", engine.tasks)
 
     @property
     def resume(self) -> Optional[Path]:
@@ -113,6 +115,7 @@ def checkpoint_dict(run: Run, epoch_complete: bool) -> dict:
         "best_history": [list(h) for h in run.topk.history], "bad_evals": s.bad_evals,
         "epoch_complete": epoch_complete, "elastic_run_id": D.elastic_run_id(),  # a requeued job resumes by itself
         **speed_state(run),  # --time: the budget, the seconds spent, the plan
+        "task": getattr(run.data, "task", "multiclass"), **run.extras,
     }
 
 
@@ -151,6 +154,7 @@ def resume_run(run: Run) -> None:
         raise CheckpointError(f"{run.resume} does not fit {cfg.model.model} as configured (img size, classes, "
                               f"--layer-decay, --freeze?): {str(e).splitlines()[0]}") from None
     _resume_schedule(run, ckpt)
+    run.extras.update({k: ckpt[k] for k in ("thresholds",) if ckpt.get(k) is not None})  # until the next evaluation
     if run.scaler is not None and ckpt.get("scaler"):
         run.scaler.load_state_dict(ckpt["scaler"])
     smp, loss = ckpt.get("sampler") or {}, ckpt.get("epoch_loss") or {}

@@ -16,6 +16,7 @@ from ..errors import CheckpointError, DataError, UsageError
 from . import distributed as D
 from .checkpoint import check_resumable, load_checkpoint, validate_for_resume
 from .rundir import check_run_dir, resolve_run_dir
+from .tasks import resolve_run_task
 
 WEIGHT_SUFFIXES = (".pth", ".tar", ".pt", ".safetensors", ".bin", ".ckpt")
 
@@ -68,7 +69,7 @@ def check_names(cfg: Config) -> None:
                          f"{_hint(cfg.optim.opt.lower(), sorted(optimizers))}")
     from ..data.streaming import is_shard_spec
 
-    for flag, value in (("--data", cfg.data.data), ("--val-data", cfg.data.val_data)):
+    for flag, value in (("--data", cfg.data.data), ("--val-data", cfg.data.val_data), ("--test-data", cfg.data.test_data)):
         if value and not is_shard_spec(value) and not Path(value).exists():  # shards: patterns, URLs, pipe:
             raise DataError(f"{flag} {value}: no such file or folder")
     for flag, value in (("--pretrained", cfg.model.pretrained), ("--teacher", cfg.distill.teacher),
@@ -95,6 +96,7 @@ def plan_start(cfg: Config) -> StartPlan:
     """All checks, no writes; sets cfg.train.output to the run folder chosen. Run on every rank."""
     check_config(cfg)
     check_names(cfg)
+    resolve_run_task(cfg)  # --task auto -> the data's task (a CSV's label sets), recorded in config.yaml
     r = cfg.train.resume
     if not r and D.launched_by_torchrun():  # a torchelastic restart of this job continues its last.pt by itself
         guess = resolve_run_dir(cfg.train.output, "auto")

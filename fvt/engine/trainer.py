@@ -28,6 +28,7 @@ from ..errors import TrainingDiverged
 from . import distributed as D
 from .checkpoint import TopK
 from .evaluate import classification_metrics, run_inference
+from .losses import build_criterion
 from .optim import build_optimizer, build_scheduler, current_lr, effective_lr
 from .precision import resolve_amp
 from .rng import seed_everything
@@ -38,6 +39,8 @@ from .runstate import (BEST_KEYS, Run, checkpoint_dict, finish_summary, progress
 from .start import plan_start
 from . import speedups
 from .steps import StepParts, progress_bar_wanted, train_one_epoch
+from .tasks import note_evaluation
+from .testsplit import score_test_split
 from .transfer import apply_freeze, count_params, format_params, frozen_batchnorms, initial_freeze, set_epoch_freeze
 from . import trust
 
@@ -130,7 +133,8 @@ def _build_model(cfg: Config, num_classes: int, input_size):
     from ..models import create_model
 
     name = cfg.model.model  # a known name: checked by start.check_names before the data scan
-    kw = {"num_classes": num_classes, "img_size": list(input_size)}
+    kw = {"num_classes": num_classes, "img_size": list(input_size), **({"in_chans": cfg.model.in_chans}
+                                                                      if cfg.model.in_chans != 3 else {})}
     if cfg.model.drop_path_rate is not None:
         kw["drop_path_rate"] = cfg.model.drop_path_rate
     if cfg.model.drop_rate:
@@ -201,25 +205,12 @@ def _setup_optimization(run: Run) -> None:
         run.log(f"warning: --warmup-epochs {s.warmup_epochs:g} >= --epochs {s.epochs}: the lr only warms up and "
                 f"never reaches its peak {run.lr:.3g}; use --warmup-epochs {max(0, s.epochs // 10)} or more --epochs")
     run.scaler = torch.amp.GradScaler("cuda") if run.amp_dtype == torch.float16 else None
-    run.criterion, run.mixup = trust.weigh_classes(run, *_build_criterion(cfg, len(data.classes)))
+    run.criterion, run.mixup = trust.weigh_classes(run, *build_criterion(cfg, data, dist.device))
     if cfg.distill.teacher:
         from .distill import build_teacher
 
         run.teacher = build_teacher(cfg, len(data.classes), dist.device, run.log,
                                     img_size=data.preprocessing.input_size)
-
-
-def _build_criterion(cfg: Config, num_classes: int):
-    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-
-    from ..data.loaders import build_mixup
-
-    mixup = build_mixup(cfg.aug, num_classes)
-    if mixup is not None:
-        return SoftTargetCrossEntropy(), mixup
-    if cfg.aug.smoothing > 0:
-        return LabelSmoothingCrossEntropy(cfg.aug.smoothing), mixup
-    return torch.nn.CrossEntropyLoss(), mixup
 
 
 # -- 2. resume: runstate.resume_run -----------------------------------------------------------------
@@ -325,6 +316,7 @@ def _evaluate(run: Run) -> dict:
             continue
         lg, tg, _ = run_inference(net, run.val_loader, dist.device, run.amp_dtype, run.cfg.model.channels_last)
         out.update({f"{prefix}val_{k}": v for k, v in classification_metrics(lg, tg).items() if k != "count"})
+        note_evaluation(run, prefix, lg, tg)  # multi-label: per-label thresholds of the selected weights
     return out
 
 
@@ -382,6 +374,7 @@ def _interrupted(run: Run) -> dict:
 def _finish(run: Run, stopped_by: str) -> dict:
     s = run.state
     trust.calibrate_best(run)  # temperature + abstention threshold into best.pt, fitted on the val split
+    score_test_split(run)  # best.pt on the held-out test set, into RUN/test/ (before the report and trackers close)
     run.logger.event("stop", reason=stopped_by, step=s.step, best=run.topk.best())
     D.barrier()
     report = None

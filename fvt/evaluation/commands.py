@@ -39,6 +39,12 @@ def add_runtime_arguments(p, batch_default: Optional[int] = 32) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the PyTorch model before running it.")
 
 
+def add_tta_argument(p) -> None:
+    p.add_argument("--tta", choices=("none", "flip", "crops"), default="none",
+                   help="Test-time augmentation: flip (the image and its mirror) or crops (four corners and the centre "
+                        "of the eval resize); the views' probabilities are averaged. [default: none]")
+
+
 def check_runtime_arguments(args) -> None:
     if args.batch_size is not None and args.batch_size < 1:
         raise UsageError(f"--batch-size {args.batch_size}: must be at least 1")
@@ -79,6 +85,9 @@ def add_eval_arguments(p) -> None:
                    "them from the evaluation images (AUROC, FPR at 95%% TPR; max softmax probability and energy scores).")
     p.add_argument("--no-explain", dest="explain", action="store_false",
                    help="Skip the Grad-CAM heat maps of the report's mistakes and examples (they need the [explain] extra).")
+    add_tta_argument(p)
+    p.add_argument("--knn", type=int, default=None, metavar="K", help="Also score a K-nearest-neighbour classifier "
+                   "on embeddings (pooled pre-logits) of the run's training split: a check of the features alone.")
     add_runtime_arguments(p, batch_default=None)
 
 
@@ -92,19 +101,28 @@ def run_eval(args) -> int:
         raise UsageError(f"--ood {args.ood}: no such folder (give a folder of foreign images)")
     rec = evaluate_checkpoint(args.checkpoint, args.data, args.output, args.ema, args.batch_size, args.device,
                               workers=args.workers, model_name=args.model, amp=args.amp, compile=args.compile,
-                              ood=args.ood, explain=args.explain)
+                              ood=args.ood, explain=args.explain, tta=args.tta, knn=args.knn)
     if rec is None:  # a rank > 0 under torchrun
         return 0
-    parts = [f"top1 {rec['top1']:.2f}%"] + ([f"top5 {rec['top5']:.2f}%"] if "top5" in rec else [])
-    parts += [f"loss {rec['loss']:.4f}", f"balanced acc {rec['balanced_accuracy']:.2f}%",
-              f"AUC macro {rec['roc_auc_macro']:.4f}", f"ECE {rec['ece']:.4f}"]
-    print(f"{rec['num_samples']} images ({rec['backend']}): " + ", ".join(parts))
+    if rec.get("task") == "multilabel":
+        parts = [f"mAP {rec['map_macro']:.4f} (micro {rec['map_micro']:.4f})", f"F1 macro {rec['f1_macro']:.4f}",
+                 f"subset accuracy {rec['subset_accuracy']:.4f}", f"Hamming loss {rec['hamming_loss']:.4f}"]
+    else:
+        parts = [f"top1 {rec['top1']:.2f}%"] + ([f"top5 {rec['top5']:.2f}%"] if "top5" in rec else [])
+        parts += [f"loss {rec['loss']:.4f}", f"balanced acc {rec['balanced_accuracy']:.2f}%",
+                  f"AUC macro {rec['roc_auc_macro']:.4f}", f"ECE {rec['ece']:.4f}"]
+    tta = f", tta {args.tta}" if args.tta != "none" else ""
+    print(f"{rec['num_samples']} images ({rec['backend']}{tta}): " + ", ".join(parts))
+    if "knn_k" in rec:
+        score = f"top1 {rec['knn_top1']:.2f}%" if "knn_top1" in rec else f"mAP {rec['knn_map']:.4f}"
+        print(f"k-NN (k={rec['knn_k']}, cosine, {rec['knn_train_images']} training images): {score}")
     from .trust import describe_metrics
 
     for line in describe_metrics(rec):
         print(line)
     out = Path(rec["_reports"][0]).parent
-    print(f"wrote {out}/: metrics.json (top1 in percent), classification_report.txt, predictions.csv, figures")
+    unit = "scores as fractions" if rec.get("task") == "multilabel" else "top1 in percent"
+    print(f"wrote {out}/: metrics.json ({unit}), classification_report.txt, predictions.csv, figures")
     for r in rec["_reports"]:
         print(f"report: {r}")
     return 0
@@ -121,7 +139,8 @@ def add_predict_arguments(p) -> None:
                    "FVT_SERVE_TOKEN environment variable.")
     p.add_argument("--topk", type=int, default=5, metavar="K", help="Labels to show per image. [default: 5]")
     p.add_argument("--output", metavar="FILE", help="Also write the predictions to FILE.csv or FILE.json "
-                   "(one row per input; unreadable files carry an error).")
+                   "(one row per input; unreadable files carry an error). Multi-label models: the label set "
+                   "(labels, joined by ';') and one probability column per label.")
     p.add_argument("--reject", metavar="auto|P", help="Answer 'unknown' when the top probability is below a threshold: "
                    "auto (the one fitted on the run's validation split for --target-precision, stored in best.pt and "
                    "its exports) or a probability P. Default: always answer.")
@@ -130,7 +149,22 @@ def add_predict_arguments(p) -> None:
                         "stored with the model, 0.95 unless trained with another --target-precision]")
     p.add_argument("--explain", metavar="DIR", help="Write a Grad-CAM heat-map overlay of the predicted class for "
                    "every image into DIR (PyTorch weights; the [explain] extra).")
+    add_tta_argument(p)
     add_runtime_arguments(p)
+
+
+def _write_label_sets(path: Path, rows, classes) -> None:
+    """Multi-label predictions: path, labels (the predicted set joined by ';'), one probability per label, error
+    (JSON: the ``prediction_row`` dicts as they are)."""
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps({"predictions": list(rows)}, indent=2, ensure_ascii=False), encoding="utf-8")
+        return
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "labels", *classes, "error"])
+        for r in rows:
+            probs = [f"{r['probs'][c]:.6f}" for c in classes] if "labels" in r else [""] * len(classes)
+            w.writerow([r["path"], ";".join(r.get("labels") or []), *probs, r["error"] or ""])
 
 
 def _write_predictions(path: Path, rows, k: int) -> None:
@@ -146,6 +180,15 @@ def _write_predictions(path: Path, rows, k: int) -> None:
                      [c for t in row["topk"][1:] for c in (t["label"], f"{t['prob']:.6f}")]
                      if row["pred"] is not None else [""] * (2 * k))
             w.writerow([row["path"]] + cells + [row["error"] or ""])
+
+
+def _print_label_sets(rows) -> None:
+    width = min(max([len(r["path"]) for r in rows] + [4]), 60)
+    print(f"{'path':<{width}}  labels (probability)")
+    for r in rows:
+        src = r["path"] if len(r["path"]) <= width else "..." + r["path"][-(width - 3):]
+        shown = ", ".join(f"{c} ({r['probs'][c]:.3f})" if c in r["probs"] else c for c in r["labels"]) or "(none)"
+        print(f"{src:<{width}}  {shown}")
 
 
 def _print_table(rows, k: int) -> None:
@@ -172,13 +215,14 @@ def _predict_here(args, files) -> tuple:
     amp = prepare(loaded, args)
     print(f"predicting {len(files)} file(s) with {args.checkpoint}: {describe_weights(loaded)}", file=sys.stderr)
     clf = Classifier(loaded, args.batch_size, args.workers, amp_dtype=amp, progress=True, reject=args.reject,
-                     target_precision=args.target_precision)
+                     target_precision=args.target_precision, tta=args.tta)
     if args.explain:
         from .explain import require_gradcam, target_layer
 
         require_gradcam()
         target_layer(loaded.model)  # an export cannot be explained: say so before predicting
-    k = check_topk(args.topk, len(clf.classes))
+    multilabel = clf.task == "multilabel"
+    k = len(clf.classes) if multilabel else check_topk(args.topk, len(clf.classes))
     names, probs, failed = clf.predict_proba_safe(files)
     preds = clf.to_predictions(names, probs, k)
     if clf.reject_threshold is not None:
@@ -190,7 +234,7 @@ def _predict_here(args, files) -> tuple:
 
         print(f"heat maps: {write_overlays(loaded, preds, Path(args.explain))}", file=sys.stderr)
     by_src, errors = {p.source: p for p in preds}, dict(failed)
-    return [prediction_row(str(f), by_src.get(str(f)), errors.get(str(f), "")) for f in files], k
+    return [prediction_row(str(f), by_src.get(str(f)), errors.get(str(f), ""), clf.classes) for f in files], k
 
 
 def _check_predict_arguments(args) -> None:
@@ -233,10 +277,14 @@ def run_predict(args) -> int:
     for r in rows:
         if r["pred"] is None:
             print(f"fvt: warning: cannot read {r['path']}: {r['error']}", file=sys.stderr)
+    classes = next((list(r["probs"]) for r in good if "labels" in r), None)  # a multi-label model's labels
     if good:
-        _print_table(good, k)
+        _print_label_sets(good) if classes is not None else _print_table(good, k)
     if args.output:
-        _write_predictions(Path(args.output), rows, k)
+        if classes is not None:
+            _write_label_sets(Path(args.output), rows, classes)
+        else:
+            _write_predictions(Path(args.output), rows, k)
         print(f"wrote {args.output}")
     if not good:
         print(f"fvt: error: none of the {len(files)} file(s) could be read", file=sys.stderr)

@@ -45,7 +45,11 @@ def model_identity(model: torch.nn.Module, name: Optional[str] = None, kwargs: O
     name = name or getattr(model, "default_cfg", {}).get("architecture") or type(model).__name__
     kwargs = kwargs if kwargs is not None else getattr(model, "model_kwargs", {})
     h.update(json.dumps([name, kwargs], sort_keys=True, default=str).encode())
+    from ..models.checkpoint import _DERIVED
+
     for key, t in model.state_dict().items():
+        if _DERIVED.search(key):  # position-bias caches the first eval forward fills: not the weights' identity
+            continue
         t = t.detach().cpu().contiguous()
         h.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
@@ -122,7 +126,8 @@ def _collate(items):
 def as_dataset(images: Union[ImageDataset, Sequence[PathLike]], preprocessing: Preprocessing) -> ImageDataset:
     if isinstance(images, ImageDataset):
         return images
-    return ImageDataset([(Path(p), 0) for p in images], ["?"], None, None, preprocessing.min_decode_size)
+    return ImageDataset([(Path(p), 0) for p in images], ["?"], None, None, preprocessing.min_decode_size,
+                        preprocessing.channels)  # grayscale / N-band models decode their own channels
 
 
 @torch.no_grad()

@@ -72,6 +72,24 @@ def write_eval_outputs(out: Path, logits: np.ndarray, targets: np.ndarray, paths
     return record
 
 
+def _with_task(config: dict, task: str) -> dict:
+    """The run's config with the model's task: a multi-label model reads --data as a CSV of label sets."""
+    if task == "multiclass" or not isinstance(config, dict):
+        return config
+    return {**config, "data": {**(config.get("data") or {}), "task": task}}
+
+
+def _write_outputs(out: Path, loaded, logits: np.ndarray, targets: np.ndarray, paths: List[str], extra: dict,
+                   foreign, explain: bool, log=print) -> dict:
+    """The eval files: multi-label models through fvt.evaluation.multilabel_outputs (sigmoid, thresholds),
+    the others with calibration, abstention, OOD and heat maps (``_write_with_trust``)."""
+    if loaded.task != "multilabel":
+        return _write_with_trust(out, loaded, logits, targets, paths, extra, foreign, explain, log)
+    from .multilabel_outputs import write_multilabel_outputs
+
+    return write_multilabel_outputs(out, logits, targets, paths, loaded.classes, loaded.thresholds, extra)
+
+
 def _write_with_trust(out: Path, loaded, logits: np.ndarray, targets: np.ndarray, paths: List[str], extra: dict,
                       foreign, explain: bool, log=print) -> dict:
     """Every eval file on the calibrated probabilities (``logits / T``), plus EVAL/trust/ (calibration
@@ -103,12 +121,16 @@ def evaluate_checkpoint(checkpoint: Union[str, Path], data: Optional[Union[str, 
                         batch_size: Optional[int] = None, device: str = "auto", workers: int = 2,
                         log=print, model_name: Optional[str] = None, amp: str = "none",
                         compile: bool = False, ood: Optional[Union[str, Path]] = None,
-                        explain: bool = True) -> Optional[dict]:
+                        explain: bool = True, tta: str = "none", dataset=None, reports: bool = True,
+                        knn: Optional[int] = None) -> Optional[dict]:
     """Evaluate ``checkpoint`` (any file fvt loads, exports included) on ``data`` (default: the
     run's own val split) into ``output`` (default: RUN/eval). ``ema``: None = the weights the
     run selected. Probabilities use the model's stored temperature. ``ood``: a folder of foreign
     images to score against the evaluation data (AUROC, FPR at 95% TPR). ``explain``: Grad-CAM heat
-    maps for the report's gallery (PyTorch weights, extra ``[explain]``). Returns the metrics on
+    maps for the report's gallery (PyTorch weights, extra ``[explain]``). ``tta``: none, flip or crops
+    (fvt.evaluation.tta), recorded in metrics.json. ``dataset``: a ready eval set instead of ``data``
+    (``data`` then only names it); ``reports``: False writes no report.html. ``knn``: also score a K-NN
+    classifier on embeddings of the run's training split (fvt.evaluation.knn). Returns the metrics on
     rank 0, None on other ranks."""
     from ..engine import distributed as D
 
@@ -116,14 +138,14 @@ def evaluate_checkpoint(checkpoint: Union[str, Path], data: Optional[Union[str, 
     dist = D.init_distributed(device)
     try:
         return _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, model_name, amp, compile,
-                         ood, explain)
+                         ood, explain, tta, dataset, reports, knn)
     finally:
         if owns_group:  # leave a caller's process group alone
             D.cleanup()
 
 
 def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, model_name=None, amp="none",
-              compile=False, ood=None, explain=True) -> Optional[dict]:
+              compile=False, ood=None, explain=True, tta="none", dataset=None, reports=True, knn=None) -> Optional[dict]:
     from ..data import build_eval_loader, load_eval_set
     from ..engine import distributed as D
     from ..engine.evaluate import run_inference
@@ -134,17 +156,34 @@ def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, mod
 
     checkpoint = resolve_checkpoint(checkpoint, model_name)
     loaded = load_any(checkpoint, model_name=model_name, ema=ema, device=str(dist.device))
+    if ood is not None and loaded.task == "multilabel":
+        raise UsageError("--ood scores how sure a softmax is; a multi-label model's labels are independent "
+                         "sigmoids (leave --ood out)")
     amp_dtype = resolve_amp(amp, dist.device) if loaded.is_torch else None
     if compile and loaded.is_torch:
         loaded.model = torch.compile(loaded.model)
     config = (loaded.info or {}).get("config")
-    if config is None and data is None:
+    if config is None and data is None and dataset is None:
         raise UsageError(f"{checkpoint} carries no training config, so there is no val split to use; pass --data DIR")
     run_dir = checkpoint.parent
     out = check_output(Path(output).expanduser() if output else run_dir / "eval", "dir")
-    dataset = load_eval_set(config or {}, run_dir=run_dir, data_override=data,
-                            preprocessing=loaded.preprocessing, classes=loaded.classes)
+    if dataset is None:
+        config = _with_task(config or {}, loaded.task)
+        dataset = load_eval_set(config, run_dir=run_dir, data_override=data,
+                                preprocessing=loaded.preprocessing, classes=loaded.classes)
     bs = batch_size or (config or {}).get("data", {}).get("eval_batch_size") or 64
+    knn_rec = {}
+    if knn is not None and dist.is_main:  # before TTA wraps the model: the embeddings are the plain features
+        from .knn import knn_scores
+
+        knn_rec = knn_scores(loaded, config, run_dir, dataset, knn, out / "embedding_cache", bs, workers, log)
+    net = loaded.model
+    if tta != "none":  # the views' mean probability; loaded.model stays plain for the report's heat maps
+        from ..data.transforms import Preprocessing
+        from .tta import TTAModel, tta_transform
+
+        dataset.transform = tta_transform(Preprocessing.from_dict(loaded.preprocessing), tta)
+        net = TTAModel(loaded.model, tta, loaded.task)
     loader = build_eval_loader(dataset, bs, workers=workers, rank=dist.rank, world_size=dist.world_size)
     weights = loaded.info.get("weights", "raw") if loaded.is_torch else f"{loaded.kind} export"
     if dist.is_main:
@@ -152,7 +191,7 @@ def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, mod
         why = loaded.info.get("weights_why")
         log(f"evaluating {checkpoint} ({loaded.model_name}, {weights}{f' ({why})' if why else ''}, "
             f"backend {loaded.backend}) on {len(dataset)} images from {where}, {dist.world_size} process(es)")
-    logits, targets, indices = run_inference(loaded.model, _progress(loader, dist.is_main), dist.device, amp_dtype)
+    logits, targets, indices = run_inference(net, _progress(loader, dist.is_main), dist.device, amp_dtype)
     if not torch.isfinite(logits).all():
         raise CheckpointError(f"{checkpoint}: the model output is NaN or inf for "
                               f"{int((~torch.isfinite(logits)).any(1).sum())} images; its weights or export are broken")
@@ -167,12 +206,14 @@ def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, mod
     paths: List[str] = [str(dataset.paths[i]) for i in indices.tolist()]
     extra = {"checkpoint": str(checkpoint), "weights": weights, "backend": loaded.backend,
              "model_name": loaded.model_name, "epoch": loaded.info.get("epoch"),
-             "data": str(data) if data is not None else "run val split", "world_size": dist.world_size}
-    record = _write_with_trust(out, loaded, logits.double().numpy(), targets.numpy(), paths, extra, foreign, explain,
-                               log)
-    reports = [write_report(run_dir, out, out / "report.html")]
-    if (run_dir / "config.yaml").is_file() and reports[0] != run_dir / "report.html":
-        reports.append(write_report(run_dir, out))  # refresh the run's own report with this evaluation
-    record["_reports"] = [str(r) for r in reports]
+             "data": str(data) if data is not None else "run val split", "world_size": dist.world_size, "tta": tta,
+             **knn_rec}
+    record = _write_outputs(out, loaded, logits.double().numpy(), targets.numpy(), paths, extra, foreign, explain, log)
+    written = []
+    if reports:
+        written = [write_report(run_dir, out, out / "report.html")]
+        if (run_dir / "config.yaml").is_file() and written[0] != run_dir / "report.html":
+            written.append(write_report(run_dir, out))  # refresh the run's own report with this evaluation
+    record["_reports"] = [str(r) for r in written]
     D.barrier()
     return record

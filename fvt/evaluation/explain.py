@@ -92,8 +92,10 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, min_side: int = 224) -> Imag
 def explain_batch(model: torch.nn.Module, batch: torch.Tensor, class_indices: Sequence[int],
                   preprocessing: dict, min_side: int = 224) -> List[Image.Image]:
     """Overlays for a preprocessed batch: the heat map of each image's given class over it."""
-    maps = heatmaps(model, batch, class_indices)
-    return [overlay(img, m, min_side) for img, m in zip(denormalize(batch, preprocessing), maps)]
+    from ..data.channels import channel_images
+
+    maps = heatmaps(model, batch, class_indices)  # gray / N-band inputs are shown as gray / their first 3 bands
+    return [overlay(img, m, min_side) for img, m in zip(channel_images(denormalize(batch, preprocessing)), maps)]
 
 
 def explain_files(loaded, paths: Sequence[Union[str, Path]], class_indices: Sequence[int], batch_size: int = 16,
@@ -111,7 +113,7 @@ def explain_files(loaded, paths: Sequence[Union[str, Path]], class_indices: Sequ
         idx, tensors = [], []
         for i in range(start, min(start + batch_size, len(paths))):
             try:
-                tensors.append(tf(load_image(paths[i], pre.min_decode_size)))
+                tensors.append(tf(load_image(paths[i], pre.min_decode_size, channels=pre.channels)))
                 idx.append(i)
             except (ImageDecodeError, OSError):
                 continue

@@ -50,7 +50,7 @@ class ExportOptions:
 def _example(loaded: LoadedModel, batch: int, seed: int = 0) -> torch.Tensor:
     h, w = loaded.preprocessing["input_size"]
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, 3, int(h), int(w), generator=g)
+    return torch.randn(batch, len(loaded.preprocessing["mean"]), int(h), int(w), generator=g)  # one mean per channel
 
 
 def _cpu_model(loaded: LoadedModel) -> torch.nn.Module:

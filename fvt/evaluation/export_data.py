@@ -20,7 +20,7 @@ def _dataset(loaded: LoadedModel, data: Optional[str]):
 
     pre = Preprocessing.from_dict(loaded.preprocessing)
     if data is not None:
-        return image_folder(data, eval_transform(pre), None, pre.min_decode_size), str(data)
+        return image_folder(data, eval_transform(pre), None, pre.min_decode_size, pre.channels, loaded.task), str(data)
     config = loaded.info.get("config")
     if not config:
         return None, None

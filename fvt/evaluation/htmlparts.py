@@ -6,8 +6,9 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 THUMB = 160
 
@@ -21,6 +22,23 @@ def img(path: Path, title: str) -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     return (f'<figure><img alt="{esc(title)}" src="data:image/png;base64,{data}">'
             f"<figcaption>{esc(title)}</figcaption></figure>")
+
+
+def fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return esc(v)
+
+
+def table(header: List[str], rows: List[list]) -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{fmt(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def rel(target: Path, out: Path) -> str:
+    """``target`` relative to the folder of the page ``out`` (links that survive moving the run folder)."""
+    return Path(os.path.relpath(Path(target).resolve(), Path(out).parent.resolve())).as_posix()
 
 
 def thumb(path, size: int = THUMB) -> Optional[str]:

@@ -39,6 +39,8 @@ class LoadedModel:
     device: torch.device = torch.device("cpu")
     info: dict = field(default_factory=dict)  # checkpoint epoch/metrics/config, weights, for reports
     backend: str = "pytorch"                  # what runs the forward: pytorch | onnxruntime | openvino | ...
+    task: str = "multiclass"                  # or "multilabel": one sigmoid per label, label sets by ``thresholds``
+    thresholds: Optional[List[float]] = None  # multi-label: per-label probability thresholds (None: 0.5 each)
     calibration: Optional[dict] = None        # {"temperature", "ece_before", "ece_after", ...} (best.pt / export)
     reject: Optional[dict] = None             # {"threshold", "target_precision", "coverage", "curve"} (abstention)
 
@@ -67,6 +69,8 @@ class LoadedModel:
                 "classes": self.classes, "preprocessing": self.preprocessing,
                 "weights": self.info.get("weights", "raw")}
         meta.update({k: v for k, v in (("calibration", self.calibration), ("reject", self.reject)) if v})
+        if self.task == "multilabel":  # outputs are read through a sigmoid per label, decided by the thresholds
+            meta.update(task=self.task, outputs="sigmoid", thresholds=self.thresholds)
         return meta
 
     @torch.no_grad()
@@ -194,7 +198,7 @@ def load_fvt_checkpoint(path: Path, ckpt: dict, ema: Optional[bool], device: tor
     info["weights_why"] = why
     return LoadedModel("fvt", list(ckpt["classes"]), dict(ckpt["preprocessing"]), ckpt["model_name"],
                        dict(ckpt.get("model_kwargs") or {}), model=model, device=device, info=info,
-                       **trust_entries(ckpt))
+                       **trust_entries(ckpt), **task_fields(ckpt, len(ckpt["classes"]), path))
 
 
 def load_official(path: Path, model_name: str, ema: bool, device: torch.device) -> LoadedModel:
@@ -259,7 +263,8 @@ def load_safetensors(path: Path, model_name: Optional[str], device: torch.device
     model = _build(meta["model_name"], dict(meta.get("model_kwargs") or {}), state, path).to(device)
     return LoadedModel(kind, list(meta["classes"]), dict(meta["preprocessing"]), meta["model_name"],
                        dict(meta.get("model_kwargs") or {}), model=model, device=device,
-                       info={"weights": meta.get("weights", "raw")}, **trust_entries(meta))
+                       info={"weights": meta.get("weights", "raw")}, **trust_entries(meta),
+                       **task_fields(meta, len(meta["classes"]), path))
 
 
 def load_timm_folder(folder: Path, device: torch.device) -> LoadedModel:
@@ -277,7 +282,22 @@ def load_export(path: Path, fmt: str, device: str) -> LoadedModel:
     return LoadedModel(fmt, list(meta["classes"]), dict(meta["preprocessing"]), meta.get("model_name"),
                        dict(meta.get("model_kwargs") or {}), model=runtime, backend=runtime.backend,
                        info={"weights": meta.get("weights", "raw"), "precision": meta.get("precision", "fp32")},
-                       **trust_entries(meta))
+                       **trust_entries(meta), **task_fields(meta, len(meta["classes"]), path))
+
+
+def task_fields(d: dict, n_classes: int, path: Path) -> dict:
+    """``task`` and ``thresholds`` of a checkpoint or export metadata, checked (absent: multi-class)."""
+    task = d.get("task") or (((d.get("config") or {}).get("data") or {}).get("task")
+                             if isinstance(d.get("config"), dict) else None)
+    task = task if task in ("multiclass", "multilabel") else "multiclass"
+    thr = d.get("thresholds") if task == "multilabel" else None
+    if thr is not None:
+        ok = isinstance(thr, (list, tuple)) and len(thr) == n_classes and all(
+            isinstance(t, (int, float)) and not isinstance(t, bool) and 0.0 <= t <= 1.0 for t in thr)
+        if not ok:
+            raise CheckpointError(f"{path}: 'thresholds' must be {n_classes} probabilities in [0, 1], one per label")
+        thr = [float(t) for t in thr]
+    return {"task": task, "thresholds": thr}
 
 
 def load_any(path: Union[str, Path], model_name: Optional[str] = None, ema: Optional[bool] = None,

@@ -38,15 +38,15 @@ ACCEPTED = ("a path, a PIL image, a numpy array (H, W, 3) or (H, W) of uint8 0..
 class _Files(torch.utils.data.Dataset):
     """Decoded + preprocessed files; a file that cannot be read gives (None, index, why)."""
 
-    def __init__(self, paths: Sequence[Path], transform, min_size: int):
-        self.paths, self.transform, self.min_size = list(paths), transform, min_size
+    def __init__(self, paths: Sequence[Path], transform, min_size: int, channels: int = 3):
+        self.paths, self.transform, self.min_size, self.channels = list(paths), transform, min_size, channels
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
         try:
-            return self.transform(load_image(self.paths[i], self.min_size)), i, ""
+            return self.transform(load_image(self.paths[i], self.min_size, channels=self.channels)), i, ""
         except (ImageDecodeError, OSError) as e:
             return None, i, str(e) or type(e).__name__
 
@@ -72,6 +72,15 @@ def array_to_image(a: np.ndarray) -> Image.Image:
     return Image.fromarray(a).convert("RGB")
 
 
+def array_to_bands(a: np.ndarray, channels: int) -> torch.Tensor:
+    """(H, W, N) numpy image for an N-band model -> float tensor (N, H, W) (integers scaled by their range)."""
+    from ..data.channels import bands_tensor
+
+    if a.ndim != 3 or a.shape[-1] != channels:
+        raise UsageError(f"numpy image of shape {a.shape}: this model takes (H, W, {channels}) (channels last)")
+    return bands_tensor(a)
+
+
 @dataclass
 class Prediction:
     label: str                          # most likely class
@@ -79,6 +88,8 @@ class Prediction:
     topk: List[Tuple[str, float]]       # (label, probability), most likely first
     source: str = ""                    # path, or "<image i>" for in-memory input
     rejected: bool = False              # top probability below the reject threshold: label is "unknown"
+    labels: Optional[List[str]] = None  # multi-label models: the predicted label set (probability >= threshold)
+    probs: Optional[List[float]] = None  # multi-label models: every label's probability, in class order
 
 
 class Classifier:
@@ -86,13 +97,24 @@ class Classifier:
 
     def __init__(self, loaded: LoadedModel, batch_size: int = 32, workers: int = 0,
                  amp_dtype: Optional[torch.dtype] = None, progress: bool = False,
-                 reject: Union[None, str, float] = None, target_precision: Optional[float] = None):
+                 reject: Union[None, str, float] = None, target_precision: Optional[float] = None, tta: str = "none"):
         from .abstain import resolve_reject
 
         self.loaded = loaded
         self.classes = loaded.classes
+        self.task, self.thresholds = loaded.task, loaded.thresholds
         self.preprocessing = Preprocessing.from_dict(loaded.preprocessing)
+        self.channels = self.preprocessing.channels
         self.transform = eval_transform(self.preprocessing)
+        self.tta, self._tta_model = tta, None
+        if tta != "none":  # a wrapper averages the probabilities of the views this transform makes
+            from .tta import TTAModel, tta_transform
+
+            self.transform = tta_transform(self.preprocessing, tta)
+            self._tta_model = TTAModel(loaded.model, tta, loaded.task)
+        if self.task == "multilabel" and reject is not None:
+            raise UsageError("--reject abstains when a softmax's top class is unsure; a multi-label model answers a "
+                             "label set by its per-label thresholds (leave --reject out)")
         self.batch_size = max(1, int(batch_size))
         self.workers = max(0, int(workers))
         self.amp_dtype = amp_dtype if loaded.is_torch else None
@@ -105,21 +127,22 @@ class Classifier:
     def from_checkpoint(cls, path: Union[str, Path], model: Optional[str] = None, ema: Optional[bool] = None,
                         device: str = "auto", batch_size: int = 32, workers: int = 0,
                         reject: Union[None, str, float] = None,
-                        target_precision: Optional[float] = None) -> "Classifier":
+                        target_precision: Optional[float] = None, tta: str = "none") -> "Classifier":
         """Any file fvt loads (checkpoint, safetensors, ONNX, OpenVINO, ...); an official
         checkpoint needs ``model=NAME``. ``ema``: None = the weights the run selected. ``reject``:
         None (always answer), ``"auto"`` (the threshold stored with the run, or re-chosen from its
-        stored curve for ``target_precision``) or a probability. Tunes the process's allocator as
-        fvt's commands do (:mod:`fvt.runtime`)."""
+        stored curve for ``target_precision``) or a probability. ``tta``: none, flip or crops
+        (fvt.evaluation.tta). Tunes the process's allocator as fvt's commands do (:mod:`fvt.runtime`)."""
         tune_allocator()
         return cls(load_any(path, model_name=model, ema=ema, device=device), batch_size, workers,
-                   reject=reject, target_precision=target_precision)
+                   reject=reject, target_precision=target_precision, tta=tta)
 
     def _logits(self, batch: torch.Tensor) -> np.ndarray:
         from ..engine.evaluate import autocast_context
 
-        with autocast_context(self.loaded.device, self.amp_dtype):
-            out = self.loaded.logits(batch)
+        with autocast_context(self.loaded.device, self.amp_dtype), torch.no_grad():
+            out = self.loaded.logits(batch) if self._tta_model is None else \
+                self._tta_model(batch.to(self.loaded.device)).float().cpu().numpy()
         if not np.isfinite(out).all():
             bad = int((~np.isfinite(out)).any(axis=1).sum())
             raise CheckpointError(f"the model output is NaN or inf for {bad} of {len(out)} images: its weights or "
@@ -127,22 +150,32 @@ class Classifier:
         return out
 
     def _probs(self, batch: torch.Tensor) -> np.ndarray:
-        """Calibrated class probabilities: softmax of the logits divided by the run's temperature."""
+        """Calibrated class probabilities: softmax of the logits divided by the run's temperature; a
+        multi-label model: one sigmoid per label (its thresholds play the calibration's part)."""
+        if self.task == "multilabel":
+            from .multilabel_metrics import sigmoid
+
+            return sigmoid(self._logits(batch))
         return softmax(self._logits(batch) / self.temperature)
 
     # -- inputs ------------------------------------------------------------------------
     def _to_tensor(self, item: ImageInput) -> torch.Tensor:
+        from ..data.channels import to_channels
+
         if isinstance(item, torch.Tensor):
             if item.dtype == torch.uint8:
-                return self.transform(Image.fromarray(item.permute(1, 2, 0).cpu().numpy()).convert("RGB"))
-            return item.float()
-        if isinstance(item, Image.Image):
-            return self.transform(item.convert("RGB"))
+                item = item.permute(1, 2, 0).cpu().numpy()
+            else:
+                return item.float()
+        if isinstance(item, np.ndarray) and self.channels not in (1, 3):
+            return self.transform(array_to_bands(item, self.channels))
         if isinstance(item, np.ndarray):
-            return self.transform(array_to_image(item))
+            item = array_to_image(item)
+        if isinstance(item, Image.Image):
+            return self.transform(to_channels(item, self.channels))
         if not isinstance(item, (str, Path)):
             raise UsageError(f"cannot predict a {type(item).__name__}: give {ACCEPTED}")
-        return self.transform(load_image(item, self.preprocessing.min_decode_size))
+        return self.transform(load_image(item, self.preprocessing.min_decode_size, channels=self.channels))
 
     def _expand(self, images) -> List[Tuple[str, ImageInput]]:
         if isinstance(images, (str, Path, Image.Image)):
@@ -177,7 +210,7 @@ class Classifier:
     def _predict_files(self, paths: List[Path]):
         from tqdm.auto import tqdm
 
-        ds = _Files(paths, self.transform, self.preprocessing.min_decode_size)
+        ds = _Files(paths, self.transform, self.preprocessing.min_decode_size, self.channels)
         loader = torch.utils.data.DataLoader(ds, batch_size=self.batch_size, num_workers=self.workers,
                                              collate_fn=_collate, shuffle=False)
         done, probs, failed = [], [], []
@@ -205,6 +238,13 @@ class Classifier:
 
     def to_predictions(self, names: Sequence[str], probs: np.ndarray, k: int) -> List[Prediction]:
         idx, p = top_k(probs, k)
+        if self.task == "multilabel":  # a label set per image, decided by the per-label thresholds
+            from .multilabel_metrics import predict_sets
+
+            sets = [[c for c, on in zip(self.classes, row) if on] for row in predict_sets(probs, self.thresholds)]
+            return [Prediction(self.classes[i[0]], float(q[0]), [(self.classes[j], float(v)) for j, v in zip(i, q)],
+                               name, labels=labels, probs=[float(v) for v in row])
+                    for name, i, q, labels, row in zip(names, idx, p, sets, probs)]
         out = []
         for name, i, q in zip(names, idx, p):
             rejected = self.reject_threshold is not None and float(q[0]) < self.reject_threshold
@@ -214,13 +254,19 @@ class Classifier:
 
 
 # -- output rows ---------------------------------------------------------------------------
-def prediction_row(source: str, pred: Optional[Prediction], error: str = "") -> dict:
+def prediction_row(source: str, pred: Optional[Prediction], error: str = "",
+                   classes: Optional[Sequence[str]] = None) -> dict:
     """One output row, the schema every prediction output shares: ``fvt predict --output`` (JSON as is,
     CSV flattened), ``fvt serve``'s answers and so ``fvt predict --url``. ``pred`` None: the input
-    could not be used and ``error`` says why."""
-    return {"path": source, "pred": pred.label if pred else None, "prob": pred.prob if pred else None,
-            "topk": [{"label": lab, "prob": pr} for lab, pr in pred.topk] if pred else [],
-            "error": error or None}
+    could not be used and ``error`` says why. Multi-label predictions add ``labels`` (the set) and ``probs``
+    (label -> probability; ``classes`` names them in order)."""
+    row = {"path": source, "pred": pred.label if pred else None, "prob": pred.prob if pred else None,
+           "topk": [{"label": lab, "prob": pr} for lab, pr in pred.topk] if pred else [],
+           "error": error or None}
+    if pred is not None and pred.labels is not None:  # multi-label: the label set and every label's probability
+        row["labels"] = list(pred.labels)
+        row["probs"] = dict(zip(classes or [lab for lab, _ in pred.topk], pred.probs or []))
+    return row
 
 
 def expand_paths(patterns: Iterable[str]) -> Tuple[List[Path], List[str]]:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import csv
 import datetime
 import json
-import os
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import Optional, Union
 
-from .htmlparts import THUMB, esc as _esc, file_link as _file_link, img as _img, thumb as _thumb  # noqa: F401
+from .htmlparts import (THUMB, esc as _esc, file_link as _file_link, fmt as _fmt, img as _img,  # noqa: F401
+                        rel as _rel, table as _table, thumb as _thumb)
 
 
 PathLike = Union[str, Path]
@@ -25,7 +25,8 @@ MAX_BAD_FILES = 50
 MAX_GALLERY = 24         # most confident mistakes shown as thumbnails
 MAX_CLASS_ROWS = 200     # per-class table rows (weakest first)
 LINKED = ["best.pt", "last.pt", "config.yaml", "metrics.csv", "log.jsonl", "split.json", "bad_files.txt",
-          "curves.png", "eval/metrics.json", "eval/predictions.csv", "eval/classification_report.txt"]
+          "curves.png", "test/metrics.json", "test/predictions.csv", "eval/metrics.json", "eval/predictions.csv",
+          "eval/classification_report.txt"]
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -41,18 +42,6 @@ tr.weak td{background:#fde2e2}.gallery figure{width:180px}.gallery figure:has(im
 .gallery img{max-width:170px;margin-right:4px}.pair figure{max-width:48%}.gallery figcaption{text-align:left;word-break:break-all}
 .links a{margin-right:1em;white-space:nowrap}
 """
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return _esc(v)
-
-
-def _table(header: List[str], rows: List[list]) -> str:
-    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _csv_table(path: Path) -> str:
@@ -130,10 +119,14 @@ def _gallery(eval_dir: Path, out: Path) -> str:
             f"<div class='gallery'>{''.join(cards)}</div>")
 
 
-def _eval_section(eval_dir: Path, m: dict, out: Path) -> str:
+def _eval_section(eval_dir: Path, m: dict, out: Path, title: str = "Evaluation") -> str:
     from .figures import FIGURES  # matplotlib is imported only when a report is written
 
-    parts = ["<h2>Evaluation</h2>"]
+    if m.get("task") == "multilabel":
+        from .multilabel_report import multilabel_section
+
+        return multilabel_section(eval_dir, m, out, title)
+    parts = [f"<h2>{_esc(title)}</h2>"]
     if m:
         src = ", ".join(f"{k}: {m[k]}" for k in ("checkpoint", "weights", "epoch", "data", "num_samples") if k in m)
         parts.append(f"<p class='muted'>{_esc(src)}</p>")
@@ -189,10 +182,6 @@ def _training_section(run_dir: Path) -> str:
     return "\n".join(parts)
 
 
-def _rel(target: Path, out: Path) -> str:
-    return Path(os.path.relpath(target.resolve(), out.parent.resolve())).as_posix()
-
-
 def _links(run_dir: Path, eval_dir: Optional[Path], out: Path) -> str:
     files = [run_dir / n for n in LINKED if not n.startswith("eval/")]
     if eval_dir is not None:
@@ -227,6 +216,11 @@ def write_report(run_dir: PathLike, eval_dir: Optional[PathLike] = None, out: Op
             _header(run_dir, eval_dir, m, out)]
     if eval_dir is not None:
         body.append(_eval_section(eval_dir, m, out))
+    test_dir = run_dir / "test"  # the held-out test split, scored once when training ended (engine.testsplit)
+    if (test_dir / "metrics.json").is_file() and (eval_dir is None or eval_dir.resolve() != test_dir.resolve()):
+        body.append(_eval_section(test_dir, json.loads((test_dir / "metrics.json").read_text()), out,
+                                  "Test split (held out: best.pt scored once, never used for selection)"))
+
     from .trust_report import trust_section
 
     body.append(trust_section(run_dir, eval_dir))

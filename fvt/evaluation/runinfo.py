@@ -67,7 +67,8 @@ def _float(v) -> Optional[float]:
 def best_epoch(rows: List[dict], best_metric: str) -> Optional[Tuple[int, str, float]]:
     """(epoch, column, value) of the best evaluated epoch by the run's selection metric."""
     key = {"top1": "val_top1", "top5": "val_top5", "loss": "val_loss", "ema_top1": "ema_val_top1",
-           "balanced_accuracy": "val_balanced_accuracy", "macro_f1": "val_macro_f1"}.get(best_metric, "val_top1")
+           "balanced_accuracy": "val_balanced_accuracy", "macro_f1": "val_macro_f1",
+           "map": "val_map", "ema_map": "ema_val_map"}.get(best_metric, "val_top1")
     pts = [(int(float(r["epoch"])), _float(r.get(key))) for r in rows if r.get("epoch")]
     pts = [(e, v) for e, v in pts if v is not None]
     if not pts:
@@ -108,16 +109,19 @@ def summary_facts(run_dir: Path, eval_metrics: dict) -> List[Tuple[str, str]]:
     if data:
         facts.append(("data", str(data) + (f" (val: {cfg['val_data']})" if cfg.get("val_data") else "")))
     classes = eval_metrics.get("classes") or _split_classes(run_dir)
+    multilabel = "multilabel" in (cfg.get("task"), eval_metrics.get("task"))
     if classes:
         shown = ", ".join(classes[:12]) + (f", ... ({len(classes)} in all)" if len(classes) > 12 else "")
-        facts.append(("classes", f"{len(classes)}: {shown}"))
+        facts.append(("labels (multi-label)" if multilabel else "classes", f"{len(classes)}: {shown}"))
+    if cfg.get("in_chans") not in (None, 3):
+        facts.append(("input channels", str(cfg["in_chans"])))
     size = cfg.get("img_size") or _checkpoint_size(run_dir)
     if size:
         size = size if isinstance(size, list) else [size]
         facts.append(("image size", "x".join(str(s) for s in (size * 2 if len(size) == 1 else size))))
     best = best_epoch(rows, str(cfg.get("best_metric", "top1")))
     if best:
-        unit = "" if best[1].endswith("loss") else "%"
+        unit = "" if best[1].endswith(("loss", "map")) else "%"
         facts.append(("best epoch", f"{best[0]} of {len(rows)} ({best[1]} {best[2]:.4g}{unit})"))
     wt = wall_time(events, rows)
     if wt:
@@ -171,7 +175,9 @@ def _train_items(run_dir: Path, cfg) -> Tuple[Dict[str, Dict[str, int]], List[Tu
     if split.is_file():
         saved = json.loads(split.read_text(encoding="utf-8"))
         root = Path(saved.get("data", cfg.data.data or "."))
-        splits = {s: [(root / rel, c) for rel, c in saved[s]] for s in ("train", "val") if saved.get(s)}
+        ml = saved.get("task") == "multilabel"  # label sets: an image counts under each of its labels
+        splits = {s: [(root / rel, ";".join(c) if ml else c) for rel, c in saved[s]] for s in ("train", "val")
+                  if saved.get(s)}
         classes = list(saved.get("classes") or sorted({c for v in splits.values() for _, c in v}))
     else:  # pre-split folders or CSV lists: listing only, no decoding
         disc = discover(cfg.data.data, cfg.data.val_data)
@@ -180,7 +186,9 @@ def _train_items(run_dir: Path, cfg) -> Tuple[Dict[str, Dict[str, int]], List[Tu
     counts = {s: {c: 0 for c in classes} for s in splits}
     for s, items in splits.items():
         for _, c in items:
-            counts[s][c] += 1
+            for name in ([c] if c in counts[s] else c.split(";")):
+                if name in counts[s]:
+                    counts[s][name] += 1
     return counts, splits.get("train") or splits.get("all") or [], classes
 
 
@@ -242,15 +250,19 @@ def _samples_figure(run_dir: Path, cfg, picked, classes) -> None:
     preproc = _preprocessing(run_dir, cfg)
     transform = train_transform(preproc, cfg.aug)
     torch.manual_seed(cfg.train.seed)
-    x = torch.stack([transform(load_image(p, min_size=max(preproc.input_size))) for p, _ in picked])
+    from ..data.channels import channel_images
+
+    x = torch.stack([transform(load_image(p, min_size=max(preproc.input_size), channels=preproc.channels))
+                     for p, _ in picked])
     idx = {c: i for i, c in enumerate(classes)}
-    target = torch.tensor([idx[c] for _, c in picked])
     titles = [c for _, c in picked]
-    mixup = build_mixup(cfg.aug, len(classes)) if len(picked) > 1 else None
+    one_class = all(c in idx for _, c in picked)  # multi-label sets are shown as they are, unmixed
+    target = torch.tensor([idx[c] for _, c in picked]) if one_class else None
+    mixup = build_mixup(cfg.aug, len(classes)) if len(picked) > 1 and one_class else None
     if mixup is not None:  # batch-level mixing is part of what the model sees
         x, soft = mixup(x, target)
         top = soft.topk(min(2, soft.shape[1]), dim=1)
         titles = [" / ".join(f"{classes[int(i)]} {float(v):.2f}" for v, i in zip(vals, ids) if v > 0.05)
                   for vals, ids in zip(top.values, top.indices)]
-    imgs = denormalize(x.float(), preproc).permute(0, 2, 3, 1).numpy()
+    imgs = channel_images(denormalize(x.float(), preproc).permute(0, 2, 3, 1).numpy())
     figures.train_samples_figure(imgs, titles, run_dir / "train_samples.png")

@@ -132,7 +132,7 @@ def ood_logits(loaded, folder, batch_size: int, workers: int, dist, amp_dtype=No
     if not files:
         raise DataError(f"--ood {folder}: no readable image in it")
     pre = Preprocessing.from_dict(loaded.preprocessing)
-    ds = ImageDataset([(p, 0) for p in files], ["?"], eval_transform(pre), None, pre.min_decode_size)
+    ds = ImageDataset([(p, 0) for p in files], ["?"], eval_transform(pre), None, pre.min_decode_size, pre.channels)
     loader = build_eval_loader(ds, batch_size, workers=workers, rank=dist.rank, world_size=dist.world_size)
     logits, _, _ = run_inference(loaded.model, loader, dist.device, amp_dtype)
     return logits.double().numpy()

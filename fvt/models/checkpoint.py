@@ -107,19 +107,23 @@ class LoadReport:
     skipped: list = field(default_factory=list)  # (key, reason)
     missing: list = field(default_factory=list)
     rebuilt: list = field(default_factory=list)
+    adapted: list = field(default_factory=list)  # stem weights re-shaped for another input channel count
     spec: str = ""  # what the user asked for (official, hf-hub:..., a URL) when it was not a path
 
     def to_dict(self) -> dict:
         """Counts and names for log.jsonl (the run logger's ``pretrained`` event)."""
         return dict(path=self.path, spec=self.spec or self.path, source=self.source, loaded=len(self.loaded),
                     reinitialised=list(self.reinitialised), rebuilt=len(self.rebuilt),
-                    skipped=[f"{k} ({r})" for k, r in self.skipped], missing=list(self.missing))
+                    skipped=[f"{k} ({r})" for k, r in self.skipped], missing=list(self.missing),
+                    adapted=list(self.adapted))
 
     def summary(self) -> str:
         origin = f"{self.spec} = {self.path}" if self.spec and self.spec != self.path else self.path
         lines = [f"loaded {len(self.loaded)} tensors from {origin} ({self.source})"]
         if self.reinitialised:
             lines.append(f"re-initialised: {', '.join(self.reinitialised)}")
+        if self.adapted:
+            lines.append(f"adapted to this model's input channels (timm adapt_input_conv): {', '.join(self.adapted)}")
         if self.rebuilt:
             lines.append(f"rebuilt for this input size: {len(self.rebuilt)} position-bias buffers "
                          f"(continuous position-bias MLP weights kept)")
@@ -131,6 +135,18 @@ class LoadReport:
             more = f" and {len(self.missing) - 6} more" if len(self.missing) > 6 else ""
             lines.append(f"not in checkpoint (left at init): {', '.join(self.missing[:6])}{more}")
         return "\n".join(lines)
+
+
+def _adapt_stem(model: nn.Module, key: str, theirs: torch.Tensor, mine: torch.Tensor) -> Optional[torch.Tensor]:
+    """The first conv's weights for another input channel count, as timm adapts them (summed for one
+    channel, repeated and rescaled for more); None for any other tensor or mismatch."""
+    first = (getattr(model, "pretrained_cfg", None) or {}).get("first_conv")
+    if not first or key != f"{first}.weight" or theirs.ndim != 4 or theirs.shape[:1] + theirs.shape[2:] != \
+            mine.shape[:1] + mine.shape[2:]:
+        return None
+    from timm.models import adapt_input_conv
+
+    return adapt_input_conv(int(mine.shape[1]), theirs, base_chans=int(theirs.shape[1]))
 
 
 def load_pretrained(model: nn.Module, path: Union[str, Path, bool], use_ema: bool = True) -> LoadReport:
@@ -166,7 +182,11 @@ def load_pretrained(model: nn.Module, path: Union[str, Path, bool], use_ema: boo
                 bad_core.append(f"{k} missing")
             continue
         if sd[k].shape != v.shape:
-            if k.startswith("head."):
+            stem = _adapt_stem(model, k, sd[k], v)
+            if stem is not None:
+                to_load[k] = stem
+                report.adapted.append(f"{k} ({sd[k].shape[1]} -> {v.shape[1]} channels)")
+            elif k.startswith("head."):
                 report.reinitialised.append(k)
             elif _OPTIONAL.search(k):
                 report.skipped.append((k, f"shape {tuple(sd[k].shape)} vs {tuple(v.shape)}"))

@@ -94,7 +94,7 @@ class ModelRunner:
         return self.clf.predict_proba(torch.stack(list(batch)))
 
     def rows(self, names: Sequence[str], probs: np.ndarray, k: int) -> List[dict]:
-        return [prediction_row(p.source, p) for p in self.clf.to_predictions(names, probs, k)]
+        return [prediction_row(p.source, p, classes=self.clf.classes) for p in self.clf.to_predictions(names, probs, k)]
 
     def warm_up(self) -> None:
         """One forward at batch 1 and one at max_batch: the first calls allocate and pick kernels."""

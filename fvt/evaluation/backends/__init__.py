@@ -51,8 +51,8 @@ class Runtime(torch.nn.Module):
         self.meta = meta
         self.fixed_batch = fixed_batch
         pre = meta.get("preprocessing", {})
-        self._mean = np.asarray(pre.get("mean", (0, 0, 0)), np.float32).reshape(1, 3, 1, 1)
-        self._std = np.asarray(pre.get("std", (1, 1, 1)), np.float32).reshape(1, 3, 1, 1)
+        self._mean = np.asarray(pre.get("mean", (0, 0, 0)), np.float32).reshape(1, -1, 1, 1)  # one per channel
+        self._std = np.asarray(pre.get("std", (1, 1, 1)), np.float32).reshape(1, -1, 1, 1)
         self.raw_rgb = raw_rgb
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

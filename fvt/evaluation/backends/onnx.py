@@ -23,9 +23,9 @@ class WithNormalize(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, mean, std):
         super().__init__()
         self.model = model
-        self.register_buffer("scale", 1.0 / (255.0 * torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)))
-        self.register_buffer("shift", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-                             / torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("scale", 1.0 / (255.0 * torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)))
+        self.register_buffer("shift", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+                             / torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def train(self, mode: bool = True):  # keep the wrapped model's eval-mode caches (see export._EvalPinned)
         return self
@@ -83,7 +83,7 @@ def _check_dynamic_hw(out: Path, example: torch.Tensor) -> None:
     sess = session(out, "cpu")
     h, w = example.shape[-2:]
     try:
-        sess.run(None, {"input": np.zeros((1, 3, h * 2, w * 2), np.float32)})
+        sess.run(None, {"input": np.zeros((1, example.shape[1], h * 2, w * 2), np.float32)})
     except Exception:
         out.unlink(missing_ok=True)
         raise UsageError(f"--dynamic: this model is built for {h}x{w} input (its attention windows and "
@@ -157,7 +157,7 @@ def export(model: torch.nn.Module, meta: dict, out: Path, example: torch.Tensor,
     if with_normalize:
         pre = meta["preprocessing"]
         model = WithNormalize(model, pre["mean"], pre["std"])
-        mean, std = (np.asarray(pre[k], np.float32).reshape(1, 3, 1, 1) for k in ("mean", "std"))
+        mean, std = (np.asarray(pre[k], np.float32).reshape(1, -1, 1, 1) for k in ("mean", "std"))
         example = torch.from_numpy((example.numpy() * std + mean) * 255)
         if calibration is not None:
             calibration = ((a * std + mean) * 255 for a in calibration)
