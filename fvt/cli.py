@@ -27,6 +27,7 @@ COMMANDS = {
     "models": ("fvt.models.commands", "models", "List the model variants: params, GFLOPs, input size."),
     "bench": ("fvt.models.commands", "bench", "Time a model on this machine (train/eval, or inference backends with --backend)."),
     "demo": ("fvt.evaluation.commands", "demo", "Train, evaluate and predict on a built-in digits dataset in minutes."),
+    "configs": ("fvt.config.commands", "configs", "List the training recipes that ship with fvt (--config NAME), or print one."),
 }
 
 

@@ -20,9 +20,6 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from ..errors import DataError
-from .discovery import discover
-from .pipeline import _check_classes, duplicate_groups
-from .scan import scan_files
 
 MAX_LISTED = 20
 
@@ -100,6 +97,11 @@ def _plot(counts: Dict[str, Dict[str, int]], classes: List[str], path: Path) -> 
 
 
 def inspect_folder(data: str, verify: bool = False, output: Optional[str] = None) -> int:
+    # imported here, not at the top: `fvt data --help` answers without torch and PIL
+    from .discovery import discover
+    from .pipeline import _check_classes, duplicate_groups
+    from .scan import scan_files
+
     disc = discover(data)  # DataError (missing / unreadable): fvt: error: ..., exit 2
     files = sorted({p for items in disc.splits.values() for p, _ in items})
     infos = scan_files(files, verify=verify, progress=True)

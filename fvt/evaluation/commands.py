@@ -178,7 +178,7 @@ def run_predict(args) -> int:
 
 # -- export ----------------------------------------------------------------------------
 def add_export_arguments(p) -> None:
-    from .export import FORMATS
+    from .formats import FORMATS
 
     add_checkpoint_arguments(p, "Export")
     p.add_argument("--format", required=True, choices=FORMATS, help="onnx, openvino, tensorrt, coreml, torchscript, "
@@ -204,7 +204,7 @@ def add_export_arguments(p) -> None:
 
 
 def _default_output(ckpt: Path, fmt: str, downloaded: bool = False) -> Path:
-    from .export import SUFFIX
+    from .formats import SUFFIX
 
     if downloaded:  # a file in a download cache: its export goes to the current folder, not beside it
         base = Path.cwd() / (ckpt.name.split(".")[0] + ".pt")

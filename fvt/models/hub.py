@@ -20,6 +20,7 @@ import json
 import os
 import re
 import struct
+import sys
 import uuid
 import zipfile
 from dataclasses import dataclass
@@ -176,9 +177,13 @@ def hub_cache_dir() -> Path:
 
 
 def torch_checkpoint_dir() -> Path:
-    import torch.hub
-
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    """torch.hub's checkpoint folder. Without torch imported (``fvt models`` answers without it), the
+    folder torch.hub documents: ``$TORCH_HOME/hub``, TORCH_HOME defaulting to ``$XDG_CACHE_HOME/torch``."""
+    hub = sys.modules.get("torch.hub")
+    if hub is not None:  # honours torch.hub.set_dir()
+        return Path(hub.get_dir()) / "checkpoints"
+    cache = os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    return Path(os.environ.get("TORCH_HOME", os.path.join(cache, "torch"))).expanduser() / "hub" / "checkpoints"
 
 
 def _unreachable(src: Source, cache: Path, why: str) -> CheckpointError:
