@@ -76,6 +76,42 @@ def published(model_name: Optional[str]) -> Optional[Published]:
     return PUBLISHED.get(f"{name}_224")  # faster_vit_0_any_res -> faster_vit_0_224
 
 
+# The official weights are NVIDIA's, under a non-commercial licence: it travels with every checkpoint,
+# export and model card made from them (fvt's own code is Apache-2.0; the weights are not).
+OFFICIAL_WEIGHTS_LICENSE = "NVIDIA Source Code License-NC"
+OFFICIAL_WEIGHTS_LICENSE_URL = "https://github.com/NVlabs/FasterViT/blob/main/LICENSE"
+LICENSE_KEY = "weights_license"  # the checkpoint / export metadata key holding weights_license()'s dict
+
+
+def official_weights_license() -> dict:
+    """The licence record of NVIDIA's official FasterViT weights (plain types: checkpoint- and JSON-safe)."""
+    return {"name": OFFICIAL_WEIGHTS_LICENSE, "url": OFFICIAL_WEIGHTS_LICENSE_URL,
+            "weights": f"official FasterViT ImageNet weights ({OFFICIAL_REPO}, NVlabs/FasterViT)",
+            "note": "non-commercial use only; models fine-tuned from these weights inherit this licence"}
+
+
+def weights_license(source: Union[str, Path, bool, None], checkpoint: Optional[dict] = None) -> Optional[dict]:
+    """The licence that weights loaded from ``source`` carry, or None when none is known.
+
+    ``source``: what was loaded (``official``, ``hf-hub:...``, a URL or a file); ``checkpoint``: its
+    contents, whose own ``weights_license`` (a model fine-tuned from the official weights) is passed on.
+    Official weights are recognised by name: ``official``, the official repository, or the file name of
+    a published file (as cached, downloaded by hand, or fetched from a URL)."""
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get(LICENSE_KEY), dict):
+        return dict(checkpoint[LICENSE_KEY])
+    if source is None or source is False:
+        return None
+    if source is True or source == "official":
+        return official_weights_license()
+    text = str(source)
+    official_files = {p.file for p in PUBLISHED.values()}
+    if text.startswith("hf-hub:") and text[len("hf-hub:"):].partition(":")[0] == OFFICIAL_REPO:
+        return official_weights_license()
+    if Path(urlparse(text).path if "://" in text else text).name in official_files:
+        return official_weights_license()
+    return None
+
+
 @dataclass(frozen=True)
 class Source:
     kind: str                     # file | hub | url
