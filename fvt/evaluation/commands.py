@@ -29,7 +29,8 @@ def add_checkpoint_arguments(p, what: str = "Use") -> None:
 
 def add_runtime_arguments(p, batch_default: Optional[int] = 32) -> None:
     """The flags every command that runs a model shares."""
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N. [default: auto]")
+    p.add_argument("--device", default="auto", help="auto (the accelerator torch finds, else cpu) or any torch "
+                   "device: cpu, cuda, cuda:N, mps, xpu, ... [default: auto]")
     p.add_argument("--batch-size", type=int, default=batch_default, metavar="N",
                    help="Images per forward pass." + (f" [default: {batch_default}]" if batch_default else
                                                      " Default: the run's eval batch size, else 64."))

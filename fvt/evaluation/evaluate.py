@@ -120,7 +120,8 @@ def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, mod
     dataset = load_eval_set(config or {}, run_dir=run_dir, data_override=data,
                             preprocessing=loaded.preprocessing, classes=loaded.classes)
     bs = batch_size or (config or {}).get("data", {}).get("eval_batch_size") or 64
-    loader = build_eval_loader(dataset, bs, workers=workers, rank=dist.rank, world_size=dist.world_size)
+    loader = build_eval_loader(dataset, bs, workers=workers, rank=dist.rank, world_size=dist.world_size,
+                               pin_memory=dist.pin_memory)
     weights = loaded.info.get("weights", "raw") if loaded.is_torch else f"{loaded.kind} export"
     if dist.is_main:
         where = data if data is not None else "the run's validation split"

@@ -80,7 +80,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--img-size", type=int, nargs="+", default=None, metavar="N", help="N or H W.")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N.")
+    parser.add_argument("--device", default="auto", help="auto or any torch device: cpu, cuda, cuda:N, mps, xpu, ...")
     parser.add_argument("--steps", type=int, default=5, help="Timed iterations per measurement.")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
@@ -107,20 +107,17 @@ def _run_backends(args: argparse.Namespace) -> int:
 def run_bench(args: argparse.Namespace) -> int:
     import torch
 
+    from ..engine.devices import resolve_device
+    from ..engine.precision import resolve_amp
     from .registry import create_model
     from .speed import measure
 
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    device = resolve_device(args.device)
     if args.batch_size < 1 or args.steps < 1:
         raise UsageError("--batch-size and --steps must be >= 1")
     if args.backend:
         return _run_backends(args)
-    if args.amp == "fp16" and not device.startswith("cuda"):
-        raise UsageError("--amp fp16 needs a CUDA device; use --amp bf16 on CPU")
+    resolve_amp(args.amp, device)  # a dtype the device lacks: one line, before any model is built
     model = create_model(args.model, img_size=args.img_size, num_classes=1000)
     if args.compile:
         model = torch.compile(model)
