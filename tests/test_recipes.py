@@ -35,6 +35,15 @@ def test_config_by_name_reads_the_recipe_and_flags_override_it():
     assert config_from_args(Args(config="flowers.yaml")).model.model == "faster_vit_nano"
 
 
+def test_the_python_api_takes_recipe_names_too():
+    from fvt.api import build_config
+
+    cfg = build_config("flowers", lr=0.5)
+    assert cfg.model.model == "faster_vit_nano" and cfg.sched.epochs == 95 and cfg.optim.lr == 0.5
+    with pytest.raises(UsageError, match="config= nope: no such file, and not a recipe name"):
+        build_config("nope")
+
+
 def test_a_path_still_works_and_a_file_named_like_a_recipe_wins(tmp_path, monkeypatch, capsys):
     mine = tmp_path / "mine.yaml"
     mine.write_text("lr: 0.123\n")

@@ -232,8 +232,7 @@ def _unreachable(src: Source, cache: Path, why: str) -> CheckpointError:
 # -- Hugging Face Hub ---------------------------------------------------------------------------
 def _from_hub(src: Source, progress: bool) -> Path:
     import huggingface_hub
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub import try_to_load_from_cache
 
     cache = hub_cache_dir()
     hit = try_to_load_from_cache(src.where, src.filename, cache_dir=cache)
@@ -246,22 +245,36 @@ def _from_hub(src: Source, progress: bool) -> Path:
         raise _unreachable(src, cache, "offline mode, HF_HUB_OFFLINE is set")
     if not progress:
         huggingface_hub.utils.disable_progress_bars()
-    try:
-        path = Path(hf_hub_download(src.where, src.filename, cache_dir=cache, endpoint=_endpoint()))
-    except LocalEntryNotFoundError:  # (a subclass of EntryNotFoundError: caught first)
-        raise _unreachable(src, cache, "no connection to the Hub") from None
-    except EntryNotFoundError:
-        raise CheckpointError(f"{src.url} does not exist (404): check the file name") from None
-    except RepositoryNotFoundError:
-        raise CheckpointError(f"{src.url}: repository {src.where} not found, or private/gated (log in with "
-                              f"`hf auth login` if it is yours)") from None
-    except Exception as e:  # httpx / huggingface_hub raise many types for a network or server failure
-        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
-        if "404" in first or "Not Found" in first:
-            raise CheckpointError(f"{src.url} does not exist (404): check the repository and file name") from None
-        raise _unreachable(src, cache, f"download failed: {first}") from None
+    path = _hub_download(src, cache)
     _check_hub_blob(path, src)
     return path
+
+
+def _hub_download(src: Source, cache: Path, tries: int = 2) -> Path:
+    """hf_hub_download, once more after a transfer that broke off: huggingface_hub before 1.20 does not
+    resume a dropped connection within one call, but its next call continues the partial file (a Range
+    request), so a dropped connection costs a retry, not the download."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    attempt = 1
+    while True:
+        try:
+            return Path(hf_hub_download(src.where, src.filename, cache_dir=cache, endpoint=_endpoint()))
+        except LocalEntryNotFoundError:  # (a subclass of EntryNotFoundError: caught first)
+            raise _unreachable(src, cache, "no connection to the Hub") from None
+        except EntryNotFoundError:
+            raise CheckpointError(f"{src.url} does not exist (404): check the file name") from None
+        except RepositoryNotFoundError:
+            raise CheckpointError(f"{src.url}: repository {src.where} not found, or private/gated (log in with "
+                                  f"`hf auth login` if it is yours)") from None
+        except Exception as e:  # httpx / requests / huggingface_hub raise many types for a network or server failure
+            first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+            if "404" in first or "Not Found" in first:
+                raise CheckpointError(f"{src.url} does not exist (404): check the repository and file name") from None
+            if attempt >= tries:
+                raise _unreachable(src, cache, f"download failed: {first}") from None
+            attempt += 1
 
 
 def _check_hub_blob(path: Path, src: Source) -> None:
