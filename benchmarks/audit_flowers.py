@@ -11,7 +11,7 @@ The copy (under --work, default a temporary folder; ../shared is only read) is p
     also slightly cropped (3-8% a side): half into another class of train (conflicting labels), half into
     val under their own class (a leak across the split).
 The embedding model is --checkpoint (an fvt best.pt; official ImageNet weights cannot be downloaded here),
-else a flowers model this script trains on the faulty copy (configs/flowers.yaml, --embed-epochs), as a
+else a flowers model this script trains on the faulty copy (the flowers recipe, --embed-epochs), as a
 user without pretrained weights would. Then `fvt data audit` runs on the copy (a subprocess: the time is
 what a user waits, start-up and scan included) and the script prints, per fault kind, precision and
 recall, the recall of flipped labels within the top 2x-as-many ranked label issues (goal >= 80%), the
@@ -112,8 +112,8 @@ def make_faulty_copy(data: Path, out: Path, seed: int = 0, flip_frac: float = 0.
 
 
 def train_model(copy: Path, run: Path, epochs: int, quick: bool, *extra) -> Path:
-    """A flowers run on ``copy`` with configs/flowers.yaml (``quick``: a 3-step smoke run)."""
-    args = ["train", "--data", copy, "--output", run, "--config", REPO / "configs" / "flowers.yaml",
+    """A flowers run on ``copy`` with the flowers recipe (``quick``: a 3-step smoke run)."""
+    args = ["train", "--data", copy, "--output", run, "--config", "flowers",
             "--epochs", epochs, "--log-to", "none", *extra]
     if quick:
         args += ["--img-size", "64", "--max-steps", "3", "--batch-size", "8", "--workers", "0", "--eval-every", "1"]

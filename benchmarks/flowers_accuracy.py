@@ -1,4 +1,4 @@
-"""Reference result: train from scratch on ../shared/datasets/flowers with configs/flowers.yaml
+"""Reference result: train from scratch on ../shared/datasets/flowers with the flowers recipe (fvt/recipes/flowers.yaml)
 and report top-1 on the run's own validation split, wall time and throughput.
 
     python benchmarks/flowers_accuracy.py [--data DIR] [--output runs/flowers-ref] [--nproc N]
@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("FVT_FLOWERS", str(REPO.parent / "shared" / "datasets" / "flowers")))
-    ap.add_argument("--config", default=str(REPO / "configs" / "flowers.yaml"))
+    ap.add_argument("--config", default="flowers", help="recipe name or YAML file [default: flowers]")
     ap.add_argument("--output", default="runs/flowers-ref",
                     help="run folder; relative paths (here and in --data, --config) are from the current folder")
     ap.add_argument("--nproc", type=int, default=1, help="training processes (torchrun) on this machine")
@@ -37,8 +37,9 @@ def main() -> int:
     args = ap.parse_args()
     # Relative paths mean the user's current folder, as for `fvt train` itself; the child runs
     # there too (so relative paths among the extra flags agree) and finds this fvt via PYTHONPATH.
-    args.data, args.config, args.output = (str(Path(p).expanduser().resolve())
-                                           for p in (args.data, args.config, args.output))
+    args.data, args.output = (str(Path(p).expanduser().resolve()) for p in (args.data, args.output))
+    if Path(args.config).expanduser().is_file():  # a file; otherwise a recipe name, found from any folder
+        args.config = str(Path(args.config).expanduser().resolve())
     if not Path(args.data).is_dir():
         print(f"flowers dataset not found at {args.data}: set FVT_FLOWERS or --data", file=sys.stderr)
         return 2

@@ -5,10 +5,10 @@
 
 fvt has no internet here, so the RGB weights are trained first (or given with --rgb-checkpoint):
 
-1. rgb:          faster_vit_nano on the flowers photos, configs/flowers.yaml (the reference recipe);
+1. rgb:          faster_vit_nano on the flowers photos, the flowers recipe (the reference recipe);
 2. gray-adapted: the same photos converted to one channel (Pillow 'L', written as PNG under --output),
                  --in-chans 1 --pretrained rgb/best.pt: the stem's RGB filters are summed into one
-                 (timm.models.adapt_input_conv), the rest is loaded as is; configs/finetune.yaml;
+                 (timm.models.adapt_input_conv), the rest is loaded as is; the finetune recipe;
 3. gray-scratch: the grayscale photos from scratch with the reference recipe (what the weights bring).
 
 All runs split train/val alike (same file names, --split-seed), so the RGB weights never saw a gray
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from flowers_common import CLASSES, REPO, add_common_arguments, checked_paths, fvt, photos, publish
+from flowers_common import CLASSES, add_common_arguments, checked_paths, fvt, photos, publish
 
 
 def convert(data: Path, out: Path, per_class: int = 0) -> tuple:
@@ -70,20 +70,20 @@ def main() -> int:
     if args.quick:
         common += ["--img-size", 32, "--batch-size", 8, "--warmup-epochs", 0]
         args.epochs = args.finetune_epochs = 1
-    flowers, finetune = REPO / "configs" / "flowers.yaml", REPO / "configs" / "finetune.yaml"
+    flowers, finetune = "flowers", "finetune"
     rows = []
     ckpt = Path(args.rgb_checkpoint) if args.rgb_checkpoint else runs / "rgb" / "best.pt"
     if not args.rgb_checkpoint:
         row, wall = train("rgb", runs, ["--data", rgb, "--config", flowers, "--epochs", args.epochs, *common])
-        rows.append(("RGB, from scratch (configs/flowers.yaml)", args.epochs, wall, row))
+        rows.append(("RGB, from scratch (the flowers recipe)", args.epochs, wall, row))
     row, wall = train("gray-adapted", runs, ["--data", gray, "--config", finetune, "--model", "faster_vit_nano",
                                              "--in-chans", 1, "--pretrained", ckpt, "--epochs", args.finetune_epochs,
                                              *([] if args.quick else ["--img-size", 96]), *common])
-    rows.append(("grayscale, fine-tuned from the RGB weights (stem adapted, configs/finetune.yaml)",
+    rows.append(("grayscale, fine-tuned from the RGB weights (stem adapted, the finetune recipe)",
                  args.finetune_epochs, wall, row))
     row, wall = train("gray-scratch", runs, ["--data", gray, "--config", flowers, "--in-chans", 1,
                                              "--epochs", args.epochs, *common])
-    rows.append(("grayscale, from scratch (configs/flowers.yaml)", args.epochs, wall, row))
+    rows.append(("grayscale, from scratch (the flowers recipe)", args.epochs, wall, row))
 
     lines = [f"Flowers in grayscale vs RGB, faster_vit_nano, {platform.processor() or platform.machine()} "
              f"({os.cpu_count()} cores); val top-1 at the last epoch:", "",

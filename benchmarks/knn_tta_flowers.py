@@ -5,7 +5,7 @@ network) and `fvt eval --tta none|flip|crops` on the validation split.
         [--epochs 95] [--k 1 5 20] [--quick]
 
 1. weights: --checkpoint (a flowers run's best.pt, e.g. the RGB run of benchmarks/grayscale_flowers.py,
-   whose split.json lies beside it), else a run of configs/flowers.yaml trained here;
+   whose split.json lies beside it), else a run of the flowers recipe trained here;
 2. an untrained network: the same architecture, classes and preprocessing at its random initialisation
    (torch seed 0), written as an fvt checkpoint under --output;
 3. k-NN: `fvt embed` of the flowers folder with each checkpoint (pooled pre-logits; embedding img/s
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flowers_common import CLASSES, REPO, add_common_arguments, checked_paths, fvt, photos, publish
+from flowers_common import CLASSES, add_common_arguments, checked_paths, fvt, photos, publish
 
 
 def subset(data: Path, out: Path, per_class: int) -> Path:
@@ -94,7 +94,7 @@ def main() -> int:
     else:
         ckpt = out / "runs" / "rgb" / "best.pt"
         quick = ["--img-size", 32, "--batch-size", 8, "--warmup-epochs", 0] if args.quick else []
-        fvt("train", "--data", data, "--config", REPO / "configs" / "flowers.yaml", "--epochs", 1 if args.quick else
+        fvt("train", "--data", data, "--config", "flowers", "--epochs", 1 if args.quick else
             args.epochs, "--output", ckpt.parent, "--exist-ok", "--workers", args.workers, *quick)
     split = json.loads((ckpt.parent / "split.json").read_text())
     n_images = sum(len(split[s]) for s in ("train", "val"))

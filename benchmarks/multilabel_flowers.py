@@ -8,7 +8,7 @@
    classes (uniformly), fills its four --tile px tiles with photos of those classes (each at least
    once, in random places) and is labelled with exactly those classes. --images mosaics from the
    training pool go to train.csv, a fifth as many from the held-out pool to test.csv: no photo is in both.
-2. fvt: `python -m fvt train --data train.csv --test-data test.csv --task multilabel` (configs/flowers.yaml
+2. fvt: `python -m fvt train --data train.csv --test-data test.csv --task multilabel` (the flowers recipe
    with crops kept large, --scale 0.8 1, so that a crop rarely cuts a whole tile and its label away),
    one run per --seeds value; best.pt (selected by validation mAP on a split of train.csv) is scored
    once on test.csv by the trainer itself (RUN/test/metrics.json).
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from flowers_common import CLASSES, REPO, add_common_arguments, checked_paths, fvt, photos, publish
+from flowers_common import CLASSES, add_common_arguments, checked_paths, fvt, photos, publish
 
 
 def pools(data: Path, seed: int) -> tuple:
@@ -143,7 +143,7 @@ def main() -> int:
     walls = []
     for seed in args.seeds:
         run = out / "runs" / f"seed{seed}"
-        flags = ["--config", REPO / "configs" / "flowers.yaml", "--img-size", args.img_size, "--epochs", args.epochs,
+        flags = ["--config", "flowers", "--img-size", args.img_size, "--epochs", args.epochs,
                  "--scale", "0.8", "1.0", "--crop-pct", "1.0", "--seed", seed, "--workers", args.workers]
         if args.quick:
             flags += ["--batch-size", 8, "--warmup-epochs", 0]

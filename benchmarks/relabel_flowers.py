@@ -8,7 +8,7 @@ The copy is the pre-split one of benchmarks/audit_flowers.py with flipped traini
 planted duplicates); its val/ split holds correct labels and is never relabelled. The audit embeds with
 --checkpoint, else with a model trained on the faulty copy (--embed-epochs). Every label issue the audit
 flags in train/ is accepted (new_label = suggested_label): what a user who trusts the audit gets. Then
-configs/flowers.yaml runs for each seed without and with --relabel (and, with --oracle, on the true
+the flowers recipe runs for each seed without and with --relabel (and, with --oracle, on the true
 labels), and the script prints the best EMA top-1 on val per run, the mean and the standard deviation.
 """
 

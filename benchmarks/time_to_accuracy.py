@@ -9,7 +9,7 @@ Runs (each the real `fvt train` command line in a subprocess; nothing else shoul
   a  the official FasterViT-0 training recipe as NVlabs/FasterViT documents it (``OFFICIAL`` below, every value
      with its source), adapted only in epochs (fvt's --time planner fits them to --budget-min) and batch (lr
      scaled linearly from the official global batch 4096);
-  b  fvt's flowers recipe as shipped (configs/flowers.yaml: 95 epochs), stopped at the budget if longer;
+  b  fvt's flowers recipe as shipped (the flowers recipe: 95 epochs), stopped at the budget if longer;
   c  fvt's flowers recipe with --time T --cache ram --progressive 64:96 --compile auto, one run per budget T in
      --c-budgets (default 5 10 20 30 min): its final accuracy is what a user with T minutes gets.
 Validation accuracy is read against wall time from each run's log.jsonl (time zero: the command's launch);
@@ -87,9 +87,8 @@ OFFICIAL = [
 
 
 def recipe() -> list:
-    """fvt's flowers recipe: the file in configs/ or, once recipes live in the package, its name."""
-    path = REPO / "configs" / "flowers.yaml"
-    return ["--config", str(path) if path.is_file() else "flowers"]
+    """fvt's flowers recipe, by name (it ships inside the package)."""
+    return ["--config", "flowers"]
 
 
 PROGRESSIVE = "64:96"  # flowers at 96 px: faster_vit_nano has the same parameters at 64, 80 and 96 px

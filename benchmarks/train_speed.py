@@ -1,7 +1,7 @@
 """Training throughput: end-to-end (data loading, augmentation, mixup included) beside the
 model-only train step, with the engine's own code paths.
 
-    python benchmarks/train_speed.py [--data ../shared/datasets/flowers] [--config configs/flowers.yaml]
+    python benchmarks/train_speed.py [--data ../shared/datasets/flowers] [--config flowers]
         [--model faster_vit_nano] [--img-size 128] [--batch-size 64] [--workers 2] [--steps 10] [--amp bf16]
 
 End-to-end time runs the real epoch loop (fvt.engine.steps.train_one_epoch) and measures between
@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from fvt.config import Config  # noqa: E402
+from fvt.config.recipes import resolve_config_file  # noqa: E402
 from fvt.data import build_data  # noqa: E402
 from fvt.data.loaders import build_mixup, build_train_loader  # noqa: E402
 from fvt.engine.evaluate import autocast_context  # noqa: E402
@@ -39,7 +40,7 @@ from fvt.runtime import tune_allocator  # noqa: E402
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("FVT_FLOWERS", str(REPO.parent / "shared" / "datasets" / "flowers")))
-    ap.add_argument("--config", default=None, help="take model/aug/batch settings from a config file")
+    ap.add_argument("--config", default=None, help="take model/aug/batch settings from a recipe (e.g. flowers) or a config file")
     ap.add_argument("--model", default=None)
     ap.add_argument("--img-size", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=None)
@@ -52,7 +53,7 @@ def main() -> int:
     if not Path(a.data).is_dir():
         print(f"data folder not found: {a.data} (pass --data or set FVT_FLOWERS)", file=sys.stderr)
         return 2
-    cfg = Config.from_yaml(a.config) if a.config else Config()
+    cfg = Config.from_yaml(resolve_config_file(a.config)) if a.config else Config()
     cfg.set("data", a.data)
     for key, val in (("model", a.model), ("img_size", a.img_size), ("batch_size", a.batch_size),
                      ("workers", a.workers), ("amp", a.amp)):

@@ -4,10 +4,10 @@
         [--base-epochs 95] [--epochs 30] [--img-size 96] [--per-class 50] [--seeds 0 1 2] [--reuse-base]
 
 1. base:      faster_vit_nano trained from scratch on daisy / dandelion / sunflower with the reference
-              recipe (configs/flowers.yaml);
+              recipe (the flowers recipe);
 2. finetune:  that run's best.pt fine-tuned on rose vs tulip, ``--per-class`` training images per class,
-              with configs/finetune.yaml (head-only first epoch, lower lr, layer decay, EMA);
-3. init:      the same images with the scratch recipe (configs/flowers.yaml) started from the base's
+              with the finetune recipe (head-only first epoch, lower lr, layer decay, EMA);
+3. init:      the same images with the scratch recipe (the flowers recipe) started from the base's
               weights: what the weights alone bring, with the recipe held fixed;
 4. scratch:   the same rose/tulip images from scratch with the reference recipe, same epochs, input size
               and batch (so the same wall budget, within the warm-up epoch that fine-tuning spends on the head);
@@ -36,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BASE = ("daisy", "dandelion", "sunflower")
 TARGET = ("rose", "tulip")
-LABELS = {"finetune": "fine-tuned from base (configs/finetune.yaml)",
+LABELS = {"finetune": "fine-tuned from base (the finetune recipe)",
           "init": "scratch recipe started from base weights", "scratch": "from scratch"}
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -140,7 +140,7 @@ def main() -> int:
         shutil.rmtree(out / "base3")
     base = build_base(data, out, args.base_limit)
     size = ["--img-size", args.img_size, "--workers", args.workers, "--amp", args.amp]
-    flowers, finetune = REPO / "configs" / "flowers.yaml", REPO / "configs" / "finetune.yaml"
+    flowers, finetune = "flowers", "finetune"  # the recipes that ship with fvt, by name
 
     results = []
     if not reuse:
@@ -154,7 +154,7 @@ def main() -> int:
         two = ["--data", target, "--epochs", args.epochs, "--batch-size", args.batch_size,
                "--eval-every", args.epochs, *size]
         runs_of_seed = {
-            # the recipe a user gets: configs/finetune.yaml (head-only first epoch, lower lr, layer decay)
+            # the recipe a user gets: the finetune recipe (head-only first epoch, lower lr, layer decay)
             "finetune": [*two, "--config", finetune, "--model", "faster_vit_nano", "--pretrained", base_ckpt,
                          "--drop-path-rate", "0.05"],
             # the scratch recipe with the base's weights as the start: isolates what the weights bring

@@ -4,7 +4,7 @@
         [--checkpoint RUN/best.pt --eval-data DIR] [--keep] [--quick]
 
 A pre-split copy (symlinks; ../shared is only read) holds train 70% / val 15% / test 15% per class
-(seeded). configs/flowers.yaml trains on train/; at the end fvt fits the temperature and the abstention
+(seeded). the flowers recipe trains on train/; at the end fvt fits the temperature and the abstention
 threshold (target precision 0.95) on val/. The numbers come from test/, which neither the weights nor
 the temperature saw: ECE before and after temperature scaling, the coverage at precision 0.95 (the best
 threshold on test, and the stored one with the precision it really reaches there), and the OOD AUROC /

@@ -1,23 +1,25 @@
 """fvt - the FasterViT toolkit.
 
-Importing fvt registers its FasterViT variants in timm's model registry, so
-``timm.create_model("faster_vit_0_224")`` builds fvt's implementation afterwards.
+``import fvt`` is light (no torch): everything is imported on first use (PEP 562), so ``fvt --help``
+answers at once. fvt's FasterViT variants are registered in timm's model registry as soon as both
+are imported, in either order: ``import fvt; import timm; timm.create_model("faster_vit_0_224")``
+builds fvt's implementation (see :mod:`fvt._timm_hook`).
 
-From Python (notebooks, scripts): ``fvt.train``, ``fvt.evaluate``, ``fvt.predict`` and
-``fvt.export`` do what the commands do and return dataclasses (see :mod:`fvt.api`).
-They, ``fvt.Classifier`` and the errors are imported on first use, so ``import fvt`` stays
-as light as the model registry.
+From Python (notebooks, scripts): ``fvt.create_model``, ``fvt.list_models``, ``fvt.load_pretrained``;
+``fvt.train``, ``fvt.evaluate``, ``fvt.predict`` and ``fvt.export`` do what the commands do and return
+dataclasses (see :mod:`fvt.api`); ``fvt.Classifier`` and the errors.
 """
 
-import importlib as _importlib
 import typing as _typing
 
-__version__ = "0.1.0"
+from ._lazy import lazy_attributes as _lazy_attributes
+from ._timm_hook import register_when_timm_is_imported as _register_when_timm_is_imported
+from ._version import __version__
 
-from .models import create_model, list_models, load_pretrained  # noqa: E402,F401
-
-# name -> module that defines it; imported on first attribute access (PEP 562)
+# name -> module that defines it; imported on first attribute access
 _LAZY = {
+    "create_model": "fvt.models.registry", "list_models": "fvt.models.registry",
+    "load_pretrained": "fvt.models.checkpoint",
     "train": "fvt.api", "evaluate": "fvt.api", "predict": "fvt.api", "export": "fvt.api", "embed": "fvt.api",
     "TrainResult": "fvt.api", "EvalResult": "fvt.api", "PredictResult": "fvt.api", "ExportResult": "fvt.api",
     "EmbedResult": "fvt.api",
@@ -26,7 +28,7 @@ _LAZY = {
     "FvtError": "fvt.errors", "UsageError": "fvt.errors", "DataError": "fvt.errors", "CheckpointError": "fvt.errors",
 }
 
-__all__ = ["__version__", "create_model", "list_models", "load_pretrained", *_LAZY]
+__all__ = ["__version__", *_LAZY]
 
 if _typing.TYPE_CHECKING:  # for type checkers and IDEs: the names the lazy loader provides
     from .api import (EmbedResult, EvalResult, ExportResult, PredictResult, TrainResult, embed,  # noqa: F401
@@ -34,16 +36,7 @@ if _typing.TYPE_CHECKING:  # for type checkers and IDEs: the names the lazy load
     from .config import Config  # noqa: F401
     from .errors import CheckpointError, DataError, FvtError, UsageError  # noqa: F401
     from .evaluation.predict import Classifier, Prediction  # noqa: F401
+    from .models import create_model, list_models, load_pretrained  # noqa: F401
 
-
-def __getattr__(name: str) -> _typing.Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'fvt' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> _typing.List[str]:
-    return sorted({n for n in globals() if not n.startswith("_")} | set(__all__))
+__getattr__, __dir__ = _lazy_attributes(globals(), _LAZY)
+_register_when_timm_is_imported()

@@ -65,7 +65,7 @@ class _FunctionCallbacks:
 
 
 def build_config(config: Union[None, PathLike, Config, dict] = None, **options: Any) -> Config:
-    """Default < ``config`` (YAML file, dict or Config) < ``options`` (config field names, like the flags).
+    """Default < ``config`` (recipe name, YAML file, dict or Config) < ``options`` (config field names, like the flags).
 
     When resuming (``resume=``), the resumed run's saved config.yaml is the base, as in ``fvt train``."""
     unknown = [k for k in options if k not in FIELD_SECTION]
@@ -84,7 +84,9 @@ def _layer(base: Config, config, options: dict) -> Config:
     elif isinstance(config, dict):
         base = Config.from_dict(config, base)
     elif config is not None:
-        base = Config.from_yaml(config, base)
+        from .config.recipes import resolve_config_file
+
+        base = Config.from_yaml(resolve_config_file(config, flag="config="), base)
     for key, value in options.items():
         base.set(key, value)
     return base
@@ -106,7 +108,8 @@ def train(config: Union[None, PathLike, Config, dict] = None, *,
     """Train like ``fvt train``; ``options`` are the flags' names (``data=``, ``model=``, ``epochs=``,
     ``img_size=``, ``lr=`` ...; every field of :class:`fvt.config.Config`).
 
-    ``config``: a YAML file (as ``--config``), a dict or a Config; ``options`` override it.
+    ``config``: a recipe name (``"finetune"``) or a YAML file (as ``--config``), a dict or a Config;
+    ``options`` override it.
     ``on_step(record)`` is called every ``log_every`` optimizer steps (step, epoch, loss, lr,
     img_per_s); ``on_epoch_end(row)`` after each epoch with its metrics.csv row. ``callbacks``:
     objects with either method, for code that embeds fvt. An exception in a callback ends the run.

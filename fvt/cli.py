@@ -30,6 +30,7 @@ COMMANDS = {
     "demo": ("fvt.evaluation.commands", "demo", "Train, evaluate and predict on a built-in digits dataset in minutes."),
     "serve": ("fvt.serve.commands", "serve", "Serve a checkpoint or export over HTTP: batched, with metrics, a web page, "
               "optionally on Ray."),
+    "configs": ("fvt.config.commands", "configs", "List the training recipes that ship with fvt (--config NAME), or print one."),
 }
 
 

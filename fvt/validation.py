@@ -69,18 +69,26 @@ def _cross_field_problems(cfg: Config) -> list:
     return out
 
 
+def _name_problems(cfg: Config) -> list:
+    """A known variant (from the table shipped with fvt: no torch needed to say so)."""
+    from .models.table import shipped_table
+
+    name, names = cfg.model.model, list(shipped_table())
+    if name in names:
+        return []
+    close = difflib.get_close_matches(name, names, n=1)
+    return [f"--model {name}: unknown model" + (f"; did you mean '{close[0]}'?" if close else "; see `fvt models`")]
+
+
 def _model_problems(cfg: Config) -> list:
-    """Problems only the model and timm can judge: a known variant, an input size it can window
+    """Problems only the model and timm can judge: an input size the variant can window
     (fvt.models.windows does the planning), and an auto-augment policy timm can build."""
     import torch
 
-    from .models import list_models, model_info
+    from .models import model_info
     from .models.registry import build_model
 
     name = cfg.model.model
-    if name not in list_models():
-        close = difflib.get_close_matches(name, list_models(), n=1)
-        return [f"--model {name}: unknown model" + (f"; did you mean '{close[0]}'?" if close else "; see `fvt models`")]
     out = []
     if cfg.model.img_size is None:  # the variant's own size, recorded so config.yaml says what was trained
         cfg.model.img_size = list(model_info(name)["input_size"][1:])
@@ -102,11 +110,13 @@ def _model_problems(cfg: Config) -> list:
     return out
 
 
-def validate_config(cfg: Config) -> Config:
-    """Check every field against its declared range, then the cross-field and model checks.
+def validate_config(cfg: Config, model_checks: bool = True) -> Config:
+    """Check every field against its declared range, then the cross-field checks and the model name,
+    then (``model_checks``) what needs torch and timm: the input size and the auto-augment policy.
 
     Raises one ``UsageError`` naming every bad flag and what would work. Fills the defaults
-    that depend on the model (``img_size``: the variant's own). Call before any work starts."""
+    that depend on the model (``img_size``: the variant's own). Call before any work starts;
+    ``model_checks=False`` imports no torch (the command line checks that way first)."""
     problems = []
     for key, section in FIELD_SECTION.items():
         value = getattr(getattr(cfg, section), key)
@@ -114,6 +124,8 @@ def validate_config(cfg: Config) -> Config:
     if not problems:
         problems += _cross_field_problems(cfg)
     if not problems:
+        problems += _name_problems(cfg)
+    if not problems and model_checks:
         problems += _model_problems(cfg)
     if problems:
         raise UsageError("; ".join(problems))

@@ -3,7 +3,6 @@ the ones that cannot run say why in one row instead of failing the table."""
 
 from __future__ import annotations
 
-import pytest
 
 from fvt.cli import main
 

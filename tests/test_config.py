@@ -63,7 +63,7 @@ def test_help_documents_every_option():
 def test_shipped_configs_load():
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1] / "configs"
+    root = Path(__file__).resolve().parents[1] / "fvt" / "recipes"
     for name in ("flowers.yaml", "finetune.yaml"):
         cfg = Config.from_yaml(root / name)
         assert isinstance(cfg, Config)

@@ -1,6 +1,5 @@
 """Decoding odd formats to RGB, and classifying every kind of bad file."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -2,14 +2,13 @@
 
 import random
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from fvt.config import Config
-from fvt.data import (BalancedSampler, ImageDataset, RandomSampler, RASampler, ShardSampler, TrainBatchSampler,
+from fvt.data import (BalancedSampler, RandomSampler, RASampler, ShardSampler, TrainBatchSampler,
                       build_data, build_eval_loader, build_mixup, build_train_loader, train_transform)
 from fvt.data.synthetic import make_class_folder, solid
 from fvt.data.transforms import Preprocessing

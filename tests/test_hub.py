@@ -226,7 +226,7 @@ def test_official_spec_via_timm_and_fvt(server, monkeypatch):
     monkeypatch.setitem(hub.PUBLISHED, "faster_vit_nano", hub.Published("fastervit_0_224_1k.pth.tar", 0, 0, "1k"))
     m = create_model("faster_vit_nano", img_size=64, pretrained=True)
     assert same_weights(m, ema) and m.load_report.spec == "official"
-    assert (f"GET", f"/{hub.OFFICIAL_REPO}/resolve/main/fastervit_0_224_1k.pth.tar") in server.requests
+    assert ("GET", f"/{hub.OFFICIAL_REPO}/resolve/main/fastervit_0_224_1k.pth.tar") in server.requests
     # timm: pretrained_cfg_overlay=dict(file=...) and the hub spelling for an fvt-only variant
     p = hub.resolve_weights(f"{server.base}/{hub.OFFICIAL_REPO}/resolve/main/fastervit_0_224_1k.pth.tar")
     m = timm.create_model("faster_vit_nano", pretrained=True, img_size=64, pretrained_cfg_overlay=dict(file=str(p)))

@@ -106,6 +106,7 @@ def test_mlflow_sqlite_store_reads_back(tmp_path, monkeypatch):
     assert sorted((m.step, m.value) for m in history) == [(1, 40.0), (2, 62.5)]
     names = {f.path for f in client.list_artifacts(r.info.run_id)}
     assert {"report.html", "metrics.csv", "config.yaml", "curves.png"} <= names
+    (tmp_path / "dl").mkdir()  # mlflow before 3 does not make the destination itself
     local = client.download_artifacts(r.info.run_id, "report.html", str(tmp_path / "dl"))
     assert "fvt report" in Path(local).read_text()
     # a run that dies without close() is closed at exit, not left RUNNING

@@ -66,7 +66,7 @@ def test_amp_choice(monkeypatch):
     assert resolve_amp("auto", cpu) is None
     monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 1.6)
     assert resolve_amp("auto", cpu) is torch.bfloat16
-    with pytest.raises(UsageError, match="CUDA"):
+    with pytest.raises(UsageError, match="needs a GPU.*use --amp bf16 on CPU"):
         resolve_amp("fp16", cpu)
 
 

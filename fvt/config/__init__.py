@@ -199,10 +199,12 @@ def add_config_arguments(parser, sections=None) -> None:
 
 
 def config_from_args(args, base: Optional[Config] = None) -> Config:
-    """Default < --config FILE < flags."""
+    """Default < --config (a file, or a recipe by name) < flags."""
     cfg = base if base is not None else Config()
     if getattr(args, "config", None):
-        cfg = Config.from_yaml(args.config, cfg)
+        from .recipes import resolve_config_file
+
+        cfg = Config.from_yaml(resolve_config_file(args.config), cfg)
     for key in FIELD_SECTION:
         if hasattr(args, key):
             value = getattr(args, key)

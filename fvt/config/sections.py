@@ -133,7 +133,7 @@ class TrainConfig:
     output: Optional[str] = opt(None, "Run folder. Default: a new runs/train, runs/train-2, ... (or, resuming, the "
                                       "folder of the checkpoint). A non-empty one needs --resume or --exist-ok.")
     exist_ok: bool = opt(False, "Start a new run in a non-empty --output (the earlier run's files there are replaced).")
-    device: str = opt("auto", "Device: auto, cpu, cuda, cuda:N.")
+    device: str = opt("auto", "Device: auto (the accelerator torch finds, else cpu) or any torch device: cpu, cuda, cuda:N, mps, xpu, ...")
     amp: str = opt("auto", "Mixed precision: auto (bf16 on CUDA, and on CPUs where a quick timing finds it faster; float32 with --deterministic), none, bf16, fp16 (CUDA only).",
                    choices=("auto", "none", "bf16", "fp16"))
     seed: int = opt(42, "Random seed.", range="[0, 4294967295]")

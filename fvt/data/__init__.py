@@ -21,19 +21,27 @@ Contract with the engine and evaluation stages (docs/architecture.md):
   folded in, or None.
 * ``load_eval_set(config_dict, run_dir, data_override=None, preprocessing, classes)``,
   ``image_folder(dir, transform, classes)``, ``expand_image_paths(paths)`` for eval/predict.
+
+Imported on first use, so ``fvt data --help`` loads without torch.
 """
 
-from .dataset import ImageDataset, collate_drop_failed
-from .decode import IMAGE_EXTENSIONS, ImageDecodeError, load_image
-from .evalsets import expand_image_paths, image_folder, load_eval_set
-from .loaders import build_eval_loader, build_mixup, build_train_loader
-from .build import build_data
-from .bundle import DataBundle
-from .pipeline import stratified_split
-from .samplers import (BalancedSampler, RandomSampler, RASampler, ShardSampler, TrainBatchSampler, TrainSampler,
-                       make_train_sampler)
-from .scan import check_image, find_duplicates, scan_files
-from .transforms import Preprocessing, eval_transform, make_posterize_safe, train_transform
+import typing as _typing
+
+from .._lazy import lazy_attributes as _lazy_attributes
+
+_LAZY = {
+    "ImageDataset": ".dataset", "collate_drop_failed": ".dataset",
+    "IMAGE_EXTENSIONS": ".decode", "ImageDecodeError": ".decode", "load_image": ".decode",
+    "expand_image_paths": ".evalsets", "image_folder": ".evalsets", "load_eval_set": ".evalsets",
+    "build_eval_loader": ".loaders", "build_mixup": ".loaders", "build_train_loader": ".loaders",
+    "build_data": ".build", "DataBundle": ".bundle", "stratified_split": ".pipeline",
+    "BalancedSampler": ".samplers", "RandomSampler": ".samplers", "RASampler": ".samplers",
+    "ShardSampler": ".samplers", "TrainBatchSampler": ".samplers", "TrainSampler": ".samplers",
+    "make_train_sampler": ".samplers",
+    "check_image": ".scan", "find_duplicates": ".scan", "scan_files": ".scan",
+    "Preprocessing": ".transforms", "eval_transform": ".transforms", "make_posterize_safe": ".transforms",
+    "train_transform": ".transforms",
+}
 
 __all__ = [
     "build_data", "DataBundle", "Preprocessing", "eval_transform", "train_transform", "make_posterize_safe",
@@ -42,3 +50,18 @@ __all__ = [
     "IMAGE_EXTENSIONS", "check_image", "scan_files", "find_duplicates", "stratified_split", "TrainSampler",
     "RandomSampler", "BalancedSampler", "RASampler", "ShardSampler", "TrainBatchSampler", "make_train_sampler",
 ]
+
+if _typing.TYPE_CHECKING:
+    from .build import build_data  # noqa: F401
+    from .bundle import DataBundle  # noqa: F401
+    from .dataset import ImageDataset, collate_drop_failed  # noqa: F401
+    from .decode import IMAGE_EXTENSIONS, ImageDecodeError, load_image  # noqa: F401
+    from .evalsets import expand_image_paths, image_folder, load_eval_set  # noqa: F401
+    from .loaders import build_eval_loader, build_mixup, build_train_loader  # noqa: F401
+    from .pipeline import stratified_split  # noqa: F401
+    from .samplers import (BalancedSampler, RandomSampler, RASampler, ShardSampler, TrainBatchSampler,  # noqa: F401
+                           TrainSampler, make_train_sampler)
+    from .scan import check_image, find_duplicates, scan_files  # noqa: F401
+    from .transforms import Preprocessing, eval_transform, make_posterize_safe, train_transform  # noqa: F401
+
+__getattr__, __dir__ = _lazy_attributes(globals(), _LAZY)

@@ -22,9 +22,6 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from ..errors import DataError
-from .discovery import discover
-from .pipeline import _check_classes, duplicate_groups
-from .scan import scan_files
 
 MAX_LISTED = 20
 
@@ -141,6 +138,8 @@ def print_scan(infos, ignored, verify: bool) -> None:
 
 
 def print_duplicates(usable: dict) -> None:
+    from .pipeline import duplicate_groups
+
     across, within, conflicts = duplicate_groups(usable)
     print(f"exact duplicates: {len(within)} groups within a set, {len(across)} across train/val/test; "
           f"{len(conflicts)} of them filed under different classes")
@@ -149,6 +148,11 @@ def print_duplicates(usable: dict) -> None:
 
 
 def inspect_folder(data: str, verify: bool = False, output: Optional[str] = None) -> int:
+    # imported here, not at the top: `fvt data --help` answers without torch and PIL
+    from .discovery import discover
+    from .pipeline import _check_classes
+    from .scan import scan_files
+
     disc = discover(data)  # DataError (missing / unreadable): fvt: error: ..., exit 2
     files = sorted({p for items in disc.splits.values() for p, _ in items})
     infos = scan_files(files, verify=verify, progress=True)
@@ -191,6 +195,7 @@ def inspect_label_csv(data: str, verify: bool = False, output: Optional[str] = N
     the same file checks as for folders. Exit 0 when usable for training, 1 when not."""
     from .multilabel import read_label_csv
     from .multilabel_inspect import cooccurrence_figure, label_report
+    from .scan import scan_files
 
     path, ignored = Path(data).expanduser(), Counter()
     items, _ = read_label_csv(path, ignored)

@@ -11,7 +11,7 @@ repeated) with ``TrainBatchSampler``; the sampler is ``loader.batch_sampler.samp
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import torch
 from timm.data import Mixup

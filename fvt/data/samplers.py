@@ -18,7 +18,7 @@ the eval set, every index exactly once (no padding duplicates).
 from __future__ import annotations
 
 import math
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Sequence, Tuple
 
 import torch
 from torch.utils.data import Sampler

@@ -1,4 +1,4 @@
-"""`fvt train`: flags generated from the typed config, plus --config FILE.yaml.
+"""`fvt train`: flags generated from the typed config, plus --config NAME|FILE.yaml.
 
 Precedence: flag > --config file > default; when resuming, the resumed run's saved
 config.yaml takes the place of the defaults, except for the run folder: that is --output
@@ -21,10 +21,11 @@ TIME_AND_EPOCHS = ("--epochs and --time both set the run's length: drop --epochs
                    "or drop --time")
 
 EPILOG = """examples:
-  fvt train --data ../shared/datasets/flowers --config configs/flowers.yaml --output runs/flowers
+  fvt train --data my_photos/ --config finetune       # fine-tune the official weights (fvt configs lists recipes)
+  fvt train --data ../shared/datasets/flowers --config flowers --output runs/flowers
   fvt train --data DIR --pretrained faster_vit_0_224_1k.pth.tar --freeze stages:2 --img-size 160
   fvt train --output runs/flowers --resume auto --epochs 60                   # continue a run
-  fvt train --data DIR --config configs/flowers.yaml --time 10m --cache ram   # the best model in 10 minutes
+  fvt train --data DIR --config the flowers recipe --time 10m --cache ram   # the best model in 10 minutes
   fvt train --data DIR                          # no --output: runs/train, then runs/train-2, ...
   torchrun --nproc_per_node=2 -m fvt train --data DIR --batch-size 64          # DDP, 64 per process
 """
@@ -33,8 +34,9 @@ EPILOG = """examples:
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
-    parser.add_argument("--config", metavar="FILE.yaml",
-                        help="YAML config (flat `lr: 0.001` or sectioned `optim: {lr: 0.001}`); flags override it")
+    parser.add_argument("--config", metavar="NAME|FILE.yaml",
+                        help="A recipe that ships with fvt by name (finetune, flowers: see `fvt configs`) or a YAML "
+                             "file (flat `lr: 0.001` or sectioned `optim: {lr: 0.001}`); flags override it")
     add_config_arguments(parser)
 
 
@@ -66,6 +68,11 @@ def run_train(args: argparse.Namespace) -> int:
         cfg = config_from_args(args, base=Config.from_yaml(saved))
         cfg.train.output = output
         logging.getLogger("fvt").info(f"resume: options not given default to {saved}")
+    from ..validation import validate_config
+    from .start import check_config
+
+    validate_config(cfg, model_checks=False)  # the usual mistakes, answered before torch is imported (seconds)
+    check_config(cfg)
     from . import train
 
     result = train(cfg)

@@ -1,7 +1,8 @@
 """Process-group helpers for runs under torchrun (or a single plain process).
 
 torchrun sets RANK / WORLD_SIZE / LOCAL_RANK (and MASTER_ADDR / MASTER_PORT or a c10d
-rendezvous); we read them, pick NCCL on CUDA and gloo on CPU, and give every other module
+rendezvous); we read them, pick the backend for the device (fvt.engine.devices: NCCL on CUDA, XCCL on
+XPU, gloo on CPU), and give every other module
 one small object (:class:`DistInfo`) instead of sprinkling ``dist.get_rank()`` around.
 """
 
@@ -19,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import FvtError, UsageError
+from .devices import ddp_backend, pin_memory_for, resolve_device  # noqa: F401  (resolve_device: re-exported)
 
 
 class PeerFailure(FvtError):
@@ -39,6 +41,11 @@ class DistInfo:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def pin_memory(self) -> bool:
+        """Whether data loaders should pin batches for this process's device."""
+        return pin_memory_for(self.device)
 
 
 def launched_by_torchrun() -> bool:
@@ -109,22 +116,6 @@ def peer_failures(timeout_s: int):
                           "or raise --dist-timeout for slow steps") from None
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """'auto' -> this process's GPU when there is one, else CPU; 'cuda' -> cuda:LOCAL_RANK."""
-    name = (name or "auto").lower()
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {name}: no CUDA device is available here; use --device cpu")
-        if name == "cuda":
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        return torch.device(name)
-    if name != "cpu":
-        raise UsageError(f"--device {name!r} is not understood; use auto, cpu, cuda or cuda:N")
-    return torch.device("cpu")
-
-
 def init_distributed(device: str = "auto", timeout_s: int = 1800) -> DistInfo:
     """Join the process group when torchrun launched us; otherwise describe a single process."""
     if dist.is_available() and dist.is_initialized():
@@ -135,9 +126,9 @@ def init_distributed(device: str = "auto", timeout_s: int = 1800) -> DistInfo:
         return DistInfo(device=resolve_device(device, int(os.environ.get("LOCAL_RANK", 0))))
     local = int(os.environ.get("LOCAL_RANK", 0))
     dev = resolve_device(device, local)
+    backend = ddp_backend(dev)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    backend = "nccl" if dev.type == "cuda" else "gloo"
     if timeout_s < 1:
         raise UsageError(f"--dist-timeout {timeout_s}: give the seconds a collective may wait (e.g. 600)")
     # Bounded: a peer that hangs (or dies without closing its sockets) fails the job after timeout_s
@@ -173,9 +164,12 @@ def cleanup() -> None:
 
 
 def _comm_device(t: torch.Tensor) -> torch.device:
-    # NCCL only moves CUDA tensors; gloo wants CPU ones.
-    if is_initialized() and dist.get_backend() == "nccl":
+    # NCCL only moves CUDA tensors, XCCL XPU ones; gloo wants CPU ones.
+    backend = dist.get_backend() if is_initialized() else "gloo"
+    if backend == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
+    if backend == "xccl":
+        return torch.device("xpu", torch.xpu.current_device())
     return torch.device("cpu")
 
 

@@ -1,6 +1,7 @@
 """Mixed-precision choice: `--amp auto` picks bf16 where it is actually faster.
 
-On GPUs bf16 always pays. On CPUs it depends on the chip, not on a flag we can read: AMX tiles
+On accelerators the choice is per device type (fvt.engine.devices: bf16 where the hardware runs it
+natively, else fp16). On CPUs it depends on the chip, not on a flag we can read: AMX tiles
 (Intel Sapphire Rapids+) and AMD Zen 4's AVX-512 BF16 run a FasterViT train step ~1.5x faster
 in bf16, while other AVX-512 CPUs run it slower (measured: FasterViT-nano 86 vs 110 img/s). So
 on CPU `auto` times a small matmul+conv forward/backward in both precisions once per process.
@@ -16,26 +17,34 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UsageError
+from .devices import amp_dtypes, auto_amp
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 # bf16 must win by this much to be chosen: its rounding is not free for small gains.
 MIN_SPEEDUP = 1.15
 
 
 def resolve_amp(amp: str, device: torch.device, deterministic: bool = False) -> Optional[torch.dtype]:
-    """The autocast dtype for ``--amp`` (None = float32)."""
+    """The autocast dtype for ``--amp`` on ``device`` (None = float32); what each device type supports
+    is in fvt.engine.devices, and asking for a dtype it lacks is one UsageError."""
     if amp == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16
+        if device.type != "cpu":
+            choice = auto_amp(device)
+            return None if choice is None else _DTYPES[choice]
         # A timing-based choice could differ between a run and its resume; deterministic runs stay fp32.
         if deterministic:
             return None
         return torch.bfloat16 if _cpu_has_amx() or cpu_bf16_speedup() >= MIN_SPEEDUP else None
-    if amp == "bf16":
-        return torch.bfloat16
-    if amp == "fp16":
-        if device.type != "cuda":
-            raise UsageError("--amp fp16 needs a CUDA device (it uses a GradScaler); use --amp bf16 on CPU")
-        return torch.float16
+    if amp in _DTYPES:
+        supported = amp_dtypes(device)
+        if amp not in supported:
+            if amp == "fp16" and device.type == "cpu":
+                raise UsageError("--amp fp16 needs a GPU (cuda, xpu, mps: half precision with a GradScaler); "
+                                 "use --amp bf16 on CPU")
+            other = f"; use --amp {supported[0]}" if supported else "; use --amp none"
+            raise UsageError(f"--amp {amp} is not supported on {device.type} devices{other}")
+        return _DTYPES[amp]
     return None
 
 

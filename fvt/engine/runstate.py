@@ -14,6 +14,7 @@ import torch
 from .. import __version__
 from ..config import Config
 from ..errors import CheckpointError
+from ..models.hub import LICENSE_KEY
 from . import distributed as D
 from .checkpoint import TopK, atomic_save, check_resumable
 from .optim import current_lr, load_scheduler_state, scheduler_state
@@ -59,6 +60,7 @@ class Run:
     trainable: int = 0
     frozen_count: int = 0               # tensors frozen at the start (--freeze / --freeze-epochs)
     load_report: Any = None             # what --pretrained loaded (fvt.models.checkpoint.LoadReport)
+    resumed_license: Optional[dict] = None  # weights_license of the checkpoint a resume continues
     parts: Optional[StepParts] = None
     topk: Optional[TopK] = None
     state: TrainState = field(default_factory=TrainState)
@@ -116,6 +118,7 @@ def checkpoint_dict(run: Run, epoch_complete: bool) -> dict:
         "epoch_complete": epoch_complete, "elastic_run_id": D.elastic_run_id(),  # a requeued job resumes by itself
         **speed_state(run),  # --time: the budget, the seconds spent, the plan
         "task": getattr(run.data, "task", "multiclass"), **run.extras,
+        LICENSE_KEY: run.load_report.weights_license if run.load_report is not None else run.resumed_license,
     }
 
 
@@ -173,6 +176,7 @@ def resume_run(run: Run) -> None:
     s = run.state
     run.last_saved = f"step {s.step}, epoch {s.epoch} done"
     run.log(f"resumed from {run.resume}: epoch {s.epoch} done, step {s.step}, {s.position} samples into the next")
+    run.resumed_license = ckpt.get(LICENSE_KEY)  # official weights' licence stays with the run
     run.plan.ckpt = None  # the set-up holds its own copies now
 
 

@@ -13,8 +13,6 @@ from typing import Optional
 
 from ..config import Config
 from ..errors import CheckpointError, DataError, UsageError
-from . import distributed as D
-from .checkpoint import check_resumable, load_checkpoint, validate_for_resume
 from .rundir import check_run_dir, resolve_run_dir
 from .tasks import resolve_run_task
 
@@ -94,6 +92,9 @@ def _hint(value: str, names) -> str:
 
 def plan_start(cfg: Config) -> StartPlan:
     """All checks, no writes; sets cfg.train.output to the run folder chosen. Run on every rank."""
+    from . import distributed as D  # here: check_config above is what `fvt train` runs before torch is imported
+    from .checkpoint import check_resumable, load_checkpoint, validate_for_resume
+
     check_config(cfg)
     check_names(cfg)
     resolve_run_task(cfg)  # --task auto -> the data's task (a CSV's label sets), recorded in config.yaml

@@ -17,11 +17,12 @@ Nothing leaves the machine unless the user configured it:
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 import os
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Sequence, Union
 
 from ..errors import UsageError
 
@@ -110,6 +111,18 @@ class TensorBoardTracker(Tracker):
         self.writer.close()
 
 
+@contextlib.contextmanager
+def _no_stray_mlruns():
+    """mlflow before 3.9 makes an empty ``./mlruns`` (its default artifact root) when a client opens a
+    local store, even though fvt's runs keep their artifacts beside the store: remove it again if this call
+    made it and it is still empty (a folder that was there, or holds anything, is left alone)."""
+    stray = Path.cwd() / "mlruns"
+    existed = stray.exists()
+    yield
+    if not existed and stray.is_dir() and not any(stray.iterdir()):
+        stray.rmdir()
+
+
 class MlflowTracker(Tracker):
     name = "mlflow"
 
@@ -119,7 +132,8 @@ class MlflowTracker(Tracker):
         uri = os.environ.get("MLFLOW_TRACKING_URI")
         home = run_dir.resolve().parent
         self.uri = uri or f"sqlite:///{home / 'mlflow.db'}"
-        self.client = MlflowClient(tracking_uri=self.uri)
+        with _no_stray_mlruns():
+            self.client = MlflowClient(tracking_uri=self.uri)
         exp_name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "fvt")
         exp = self.client.get_experiment_by_name(exp_name)
         if exp is not None:

@@ -185,10 +185,11 @@ def _setup_optimization(run: Run) -> None:
     from ..data.loaders import build_eval_loader, build_train_loader
 
     cfg, dist, data = run.cfg, run.dist, run.data
-    run.train_loader = build_train_loader(data, cfg, dist.rank, dist.world_size)
+    run.train_loader = build_train_loader(data, cfg, dist.rank, dist.world_size, pin_memory=dist.pin_memory)
     eval_bs = cfg.data.eval_batch_size or 2 * cfg.data.batch_size
     if data.val:
-        run.val_loader = build_eval_loader(data.val, eval_bs, cfg.data.workers, dist.rank, dist.world_size)
+        run.val_loader = build_eval_loader(data.val, eval_bs, cfg.data.workers, dist.rank, dist.world_size,
+                                           dist.pin_memory)
     accum = max(1, cfg.optim.accum_steps)
     run.global_batch = cfg.data.batch_size * dist.world_size * accum
     run.lr = effective_lr(cfg, run.global_batch)
@@ -204,7 +205,7 @@ def _setup_optimization(run: Run) -> None:
     if run.scheduler is not None and 0 < s.warmup_epochs and s.warmup_epochs >= s.epochs:  # F8
         run.log(f"warning: --warmup-epochs {s.warmup_epochs:g} >= --epochs {s.epochs}: the lr only warms up and "
                 f"never reaches its peak {run.lr:.3g}; use --warmup-epochs {max(0, s.epochs // 10)} or more --epochs")
-    run.scaler = torch.amp.GradScaler("cuda") if run.amp_dtype == torch.float16 else None
+    run.scaler = torch.amp.GradScaler(dist.device.type) if run.amp_dtype == torch.float16 else None
     run.criterion, run.mixup = trust.weigh_classes(run, *build_criterion(cfg, data, dist.device))
     if cfg.distill.teacher:
         from .distill import build_teacher

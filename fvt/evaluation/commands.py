@@ -29,7 +29,8 @@ def add_checkpoint_arguments(p, what: str = "Use", required: bool = True) -> Non
 
 def add_runtime_arguments(p, batch_default: Optional[int] = 32) -> None:
     """The flags every command that runs a model shares."""
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N. [default: auto]")
+    p.add_argument("--device", default="auto", help="auto (the accelerator torch finds, else cpu) or any torch "
+                   "device: cpu, cuda, cuda:N, mps, xpu, ... [default: auto]")
     p.add_argument("--batch-size", type=int, default=batch_default, metavar="N",
                    help="Images per forward pass." + (f" [default: {batch_default}]" if batch_default else
                                                      " Default: the run's eval batch size, else 64."))
@@ -296,7 +297,7 @@ def run_predict(args) -> int:
 
 # -- export ----------------------------------------------------------------------------
 def add_export_arguments(p) -> None:
-    from .export import FORMATS
+    from .formats import FORMATS
 
     add_checkpoint_arguments(p, "Export")
     p.add_argument("--format", required=True, choices=FORMATS, help="onnx, openvino, tensorrt, coreml, torchscript, "
@@ -322,7 +323,7 @@ def add_export_arguments(p) -> None:
 
 
 def _default_output(ckpt: Path, fmt: str, downloaded: bool = False) -> Path:
-    from .export import SUFFIX
+    from .formats import SUFFIX
 
     if downloaded:  # a file in a download cache: its export goes to the current folder, not beside it
         base = Path.cwd() / (ckpt.name.split(".")[0] + ".pt")

@@ -123,8 +123,8 @@ def run(out: Path, epochs: Optional[int] = None, log=print) -> int:
         log(f"  {str(path):<{width}}  {what}")
     log("\nNext, on your own images (one sub-folder per class):\n"
         "  fvt data inspect my_photos/\n"
-        "  fvt train --data my_photos/ --output runs/mine --model faster_vit_0_224 --pretrained official \\\n"
-        "      --freeze-epochs 1 --lr 2e-4 --layer-decay 0.75 --epochs 10   # fine-tune (configs/finetune.yaml)\n"
+        "  fvt train --data my_photos/ --config finetune --output runs/mine   # fine-tune the official weights\n"
+        "                                  # (the recipe: fvt configs show finetune; any flag overrides it)\n"
         "  fvt eval --checkpoint runs/mine/best.pt\n"
         "  fvt predict --checkpoint runs/mine/best.pt new_photos/ --output preds.csv\n"
         "  fvt export --checkpoint runs/mine/best.pt --format onnx --output mine.onnx")

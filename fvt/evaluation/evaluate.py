@@ -184,7 +184,8 @@ def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, mod
 
         dataset.transform = tta_transform(Preprocessing.from_dict(loaded.preprocessing), tta)
         net = TTAModel(loaded.model, tta, loaded.task)
-    loader = build_eval_loader(dataset, bs, workers=workers, rank=dist.rank, world_size=dist.world_size)
+    loader = build_eval_loader(dataset, bs, workers=workers, rank=dist.rank, world_size=dist.world_size,
+                               pin_memory=dist.pin_memory)
     weights = loaded.info.get("weights", "raw") if loaded.is_torch else f"{loaded.kind} export"
     if dist.is_main:
         where = data if data is not None else "the run's validation split"

@@ -20,11 +20,8 @@ import torch
 from ..errors import CheckpointError, UsageError
 from . import verify as V
 from .backends import META_KEY
+from .formats import FORMATS, SUFFIX  # noqa: F401  (re-exported: callers import them from here)
 from .loading import LoadedModel
-
-FORMATS = ("onnx", "openvino", "tensorrt", "coreml", "torchscript", "safetensors", "timm-folder")
-SUFFIX = {"onnx": ".onnx", "openvino": ".xml", "tensorrt": ".engine", "coreml": ".mlpackage",
-          "torchscript": ".pt", "safetensors": ".safetensors", "timm-folder": ""}
 TOLERANCE = V.PROB_TOLERANCE  # kept for callers that quote the limit
 
 

@@ -101,7 +101,7 @@ def resolve_checkpoint(spec: Union[str, Path], model_name: Optional[str] = None)
 
 
 def _device(name: str) -> torch.device:
-    from ..engine.distributed import resolve_device
+    from ..engine.devices import resolve_device
 
     return resolve_device(name)
 

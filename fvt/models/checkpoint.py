@@ -109,6 +109,7 @@ class LoadReport:
     rebuilt: list = field(default_factory=list)
     adapted: list = field(default_factory=list)  # stem weights re-shaped for another input channel count
     spec: str = ""  # what the user asked for (official, hf-hub:..., a URL) when it was not a path
+    weights_license: Optional[dict] = None  # the licence the loaded weights carry (fvt.models.hub.weights_license)
 
     def to_dict(self) -> dict:
         """Counts and names for log.jsonl (the run logger's ``pretrained`` event)."""
@@ -134,6 +135,10 @@ class LoadReport:
         if self.missing:
             more = f" and {len(self.missing) - 6} more" if len(self.missing) > 6 else ""
             lines.append(f"not in checkpoint (left at init): {', '.join(self.missing[:6])}{more}")
+        if self.weights_license:
+            lic = self.weights_license
+            lines.append(f"licence of these weights: {lic.get('name')} ({lic.get('url')}); a model trained from "
+                         f"them inherits it (recorded in its checkpoints)")
         return "\n".join(lines)
 
 
@@ -156,7 +161,7 @@ def load_pretrained(model: nn.Module, path: Union[str, Path, bool], use_ema: boo
     / ``True``: the official weights of the model's variant, ``hf-hub:OWNER/REPO[:FILE]``, a URL).
     Head weights with another class count are re-initialised; resolution-dependent
     buffers are rebuilt; a checkpoint for another architecture raises CheckpointError."""
-    from .hub import is_spec, resolve_weights
+    from .hub import is_spec, resolve_weights, weights_license
 
     spec = ""
     if is_spec(path):
@@ -167,7 +172,7 @@ def load_pretrained(model: nn.Module, path: Union[str, Path, bool], use_ema: boo
         sd, source = extract_state_dict(ckpt, use_ema)
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
-    report = LoadReport(str(path), source, spec=spec)
+    report = LoadReport(str(path), source, spec=spec, weights_license=weights_license(spec or path, ckpt))
     own = model.state_dict()
     to_load, bad_core = {}, []
     for k, v in own.items():

@@ -1,96 +1,44 @@
-"""`fvt models` (variant table, official weights, pre-fetching) and `fvt bench` (throughput on this machine)."""
+"""`fvt models` (variant table, official weights, pre-fetching) and `fvt bench` (throughput on this machine).
+
+`fvt models` reads the table shipped with fvt (fvt.models.table) and imports torch only to count a
+non-default --img-size; `fvt bench` imports torch when it runs."""
 
 from __future__ import annotations
 
 import argparse
 import fnmatch
-import hashlib
-import json
-import os
-from pathlib import Path
-
-import torch
 
 from ..errors import UsageError
 from ..runtime import tune_allocator
-
-
-def count_flops(model: torch.nn.Module, img_size: tuple) -> int:
-    """FLOPs of one forward at batch 1 (torch.utils.flop_counter: a multiply-add counts 2)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    dev = next(model.parameters()).device
-    x = torch.zeros(1, 3, *img_size, device=dev)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x)
-    return counter.get_total_flops()
-
-
-def _cache_path() -> Path:
-    root = os.environ.get("FVT_CACHE") or Path.home() / ".cache" / "fvt"
-    return Path(root) / "model_table.json"
-
-
-def model_row(name: str, img_size=None, use_cache: bool = True) -> dict:
-    """Exact parameter count and FLOPs, computed on the meta device (no memory, no weights)
-    and cached per (architecture, input size), so later `fvt models` calls take a second."""
-    from .. import __version__
-    from .registry import VARIANTS, build_model
-
-    key = hashlib.sha1(repr((__version__, name, VARIANTS[name], img_size)).encode()).hexdigest()
-    path = _cache_path()
-    cache = {}
-    if use_cache and path.is_file():
-        try:
-            cache = json.loads(path.read_text())
-        except (OSError, ValueError):
-            cache = {}
-        if key in cache:
-            return cache[key]
-
-    with torch.device("meta"):
-        model = build_model(name, img_size=img_size).eval()
-    params = sum(p.numel() for p in model.parameters())
-    h, w = model.img_size
-    row = dict(name=name, params=params, flops=count_flops(model, (h, w)), input_size=[h, w],
-               windows=[p.window for p in model.plans], official=model.pretrained_cfg["official"])
-    if use_cache:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            cache[key] = row
-            path.write_text(json.dumps(cache))
-        except OSError:  # a read-only home is fine: just no cache
-            pass
-    return row
+from .table import count_flops, model_row, shipped_table  # noqa: F401  (count_flops: kept importable here)
 
 
 def add_models_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pattern", nargs="?", default="*", help="Shell-style filter on names, e.g. 'faster_vit_0*'.")
     parser.add_argument("--img-size", type=int, nargs="+", default=None, metavar="N",
-                        help="Compute GFLOPs at this input size (N or H W) instead of each model's default.")
+                        help="Compute GFLOPs at this input size (N or H W) instead of each model's default "
+                             "(counted on the spot: seconds per variant; the default sizes come from a table).")
     parser.add_argument("--download", nargs="+", metavar="NAME", default=None,
                         help="Fetch the official weights of these variants (names or patterns) into the cache and "
                              "exit: run it where there is internet, then share HF_HOME with offline machines.")
 
 
-def _weights_columns(name: str) -> tuple:
+def _weights_columns(row: dict) -> tuple:
     """(published weights, official top-1, cached locally) for the table."""
-    from .hub import cached, published
+    from .hub import cached
 
-    pub = published(name)
-    if pub is None:
+    if row["weights"] is None:
         return "-", "-", "-"
-    top1 = "-" if name.endswith("_any_res") else f"{pub.top1:.1f}"  # measured at the 224/384/... variant's size
-    return pub.pretrain, top1, "yes" if cached("official", name) else "no"
+    top1 = "-" if row["top1"] is None else f"{row['top1']:.1f}"  # measured at the 224/384/... variant's size
+    return row["weights"], top1, "yes" if cached("official", row["name"]) else "no"
 
 
 def run_download(patterns: list) -> int:
     from .hub import published, resolve_weights
-    from .registry import list_models
 
     names = []
     for pat in patterns:
-        hits = [n for n in list_models() if fnmatch.fnmatch(n, pat)]
+        hits = [n for n in shipped_table() if fnmatch.fnmatch(n, pat)]
         if not hits:
             raise UsageError(f"--download {pat}: no model matches; see `fvt models`")
         with_weights = [n for n in hits if published(n) is not None]
@@ -109,17 +57,15 @@ def run_download(patterns: list) -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from .registry import list_models
-
     if args.download:
         return run_download(args.download)
-    names = [n for n in list_models() if fnmatch.fnmatch(n, args.pattern)]
+    names = [n for n in shipped_table() if fnmatch.fnmatch(n, args.pattern)]
     if not names:
         raise UsageError(f"no model matches '{args.pattern}'; see `fvt models`")
     print(f"{'name':<30} {'params (M)':>11} {'GFLOPs':>9} {'input':>9}  {'weights':>7} {'top-1':>5} {'cached':>6}  windows")
     for n in names:
         r = model_row(n, args.img_size)
-        weights, top1, here = _weights_columns(n)
+        weights, top1, here = _weights_columns(r)
         mark = "  (fvt-only, not an official release)" if not r["official"] else ""
         print(f"{n:<30} {r['params'] / 1e6:>11.2f} {r['flops'] / 1e9:>9.2f} "
               f"{r['input_size'][0]:>4}x{r['input_size'][1]:<4}  {weights:>7} {top1:>5} {here:>6}  {r['windows']}{mark}")
@@ -134,7 +80,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--img-size", type=int, nargs="+", default=None, metavar="N", help="N or H W.")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N.")
+    parser.add_argument("--device", default="auto", help="auto or any torch device: cpu, cuda, cuda:N, mps, xpu, ...")
     parser.add_argument("--steps", type=int, default=5, help="Timed iterations per measurement.")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
@@ -145,6 +91,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_backends(args: argparse.Namespace) -> int:
+    import torch
+
     # Lazy and one-way: exporting for the runtimes lives in the evaluation stage.
     from ..evaluation.bench import HEADER, bench_backends
 
@@ -157,20 +105,19 @@ def _run_backends(args: argparse.Namespace) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..engine.devices import resolve_device
+    from ..engine.precision import resolve_amp
     from .registry import create_model
     from .speed import measure
 
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    device = resolve_device(args.device)
     if args.batch_size < 1 or args.steps < 1:
         raise UsageError("--batch-size and --steps must be >= 1")
     if args.backend:
         return _run_backends(args)
-    if args.amp == "fp16" and not device.startswith("cuda"):
-        raise UsageError("--amp fp16 needs a CUDA device; use --amp bf16 on CPU")
+    resolve_amp(args.amp, device)  # a dtype the device lacks: one line, before any model is built
     model = create_model(args.model, img_size=args.img_size, num_classes=1000)
     if args.compile:
         model = torch.compile(model)

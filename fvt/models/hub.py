@@ -20,6 +20,7 @@ import json
 import os
 import re
 import struct
+import sys
 import uuid
 import zipfile
 from dataclasses import dataclass
@@ -73,6 +74,42 @@ def published(model_name: Optional[str]) -> Optional[Published]:
     if name in PUBLISHED:
         return PUBLISHED[name]
     return PUBLISHED.get(f"{name}_224")  # faster_vit_0_any_res -> faster_vit_0_224
+
+
+# The official weights are NVIDIA's, under a non-commercial licence: it travels with every checkpoint,
+# export and model card made from them (fvt's own code is Apache-2.0; the weights are not).
+OFFICIAL_WEIGHTS_LICENSE = "NVIDIA Source Code License-NC"
+OFFICIAL_WEIGHTS_LICENSE_URL = "https://github.com/NVlabs/FasterViT/blob/main/LICENSE"
+LICENSE_KEY = "weights_license"  # the checkpoint / export metadata key holding weights_license()'s dict
+
+
+def official_weights_license() -> dict:
+    """The licence record of NVIDIA's official FasterViT weights (plain types: checkpoint- and JSON-safe)."""
+    return {"name": OFFICIAL_WEIGHTS_LICENSE, "url": OFFICIAL_WEIGHTS_LICENSE_URL,
+            "weights": f"official FasterViT ImageNet weights ({OFFICIAL_REPO}, NVlabs/FasterViT)",
+            "note": "non-commercial use only; models fine-tuned from these weights inherit this licence"}
+
+
+def weights_license(source: Union[str, Path, bool, None], checkpoint: Optional[dict] = None) -> Optional[dict]:
+    """The licence that weights loaded from ``source`` carry, or None when none is known.
+
+    ``source``: what was loaded (``official``, ``hf-hub:...``, a URL or a file); ``checkpoint``: its
+    contents, whose own ``weights_license`` (a model fine-tuned from the official weights) is passed on.
+    Official weights are recognised by name: ``official``, the official repository, or the file name of
+    a published file (as cached, downloaded by hand, or fetched from a URL)."""
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get(LICENSE_KEY), dict):
+        return dict(checkpoint[LICENSE_KEY])
+    if source is None or source is False:
+        return None
+    if source is True or source == "official":
+        return official_weights_license()
+    text = str(source)
+    official_files = {p.file for p in PUBLISHED.values()}
+    if text.startswith("hf-hub:") and text[len("hf-hub:"):].partition(":")[0] == OFFICIAL_REPO:
+        return official_weights_license()
+    if Path(urlparse(text).path if "://" in text else text).name in official_files:
+        return official_weights_license()
+    return None
 
 
 @dataclass(frozen=True)
@@ -176,9 +213,13 @@ def hub_cache_dir() -> Path:
 
 
 def torch_checkpoint_dir() -> Path:
-    import torch.hub
-
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    """torch.hub's checkpoint folder. Without torch imported (``fvt models`` answers without it), the
+    folder torch.hub documents: ``$TORCH_HOME/hub``, TORCH_HOME defaulting to ``$XDG_CACHE_HOME/torch``."""
+    hub = sys.modules.get("torch.hub")
+    if hub is not None:  # honours torch.hub.set_dir()
+        return Path(hub.get_dir()) / "checkpoints"
+    cache = os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    return Path(os.environ.get("TORCH_HOME", os.path.join(cache, "torch"))).expanduser() / "hub" / "checkpoints"
 
 
 def _unreachable(src: Source, cache: Path, why: str) -> CheckpointError:
@@ -191,8 +232,7 @@ def _unreachable(src: Source, cache: Path, why: str) -> CheckpointError:
 # -- Hugging Face Hub ---------------------------------------------------------------------------
 def _from_hub(src: Source, progress: bool) -> Path:
     import huggingface_hub
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub import try_to_load_from_cache
 
     cache = hub_cache_dir()
     hit = try_to_load_from_cache(src.where, src.filename, cache_dir=cache)
@@ -205,22 +245,36 @@ def _from_hub(src: Source, progress: bool) -> Path:
         raise _unreachable(src, cache, "offline mode, HF_HUB_OFFLINE is set")
     if not progress:
         huggingface_hub.utils.disable_progress_bars()
-    try:
-        path = Path(hf_hub_download(src.where, src.filename, cache_dir=cache, endpoint=_endpoint()))
-    except LocalEntryNotFoundError:  # (a subclass of EntryNotFoundError: caught first)
-        raise _unreachable(src, cache, "no connection to the Hub") from None
-    except EntryNotFoundError:
-        raise CheckpointError(f"{src.url} does not exist (404): check the file name") from None
-    except RepositoryNotFoundError:
-        raise CheckpointError(f"{src.url}: repository {src.where} not found, or private/gated (log in with "
-                              f"`hf auth login` if it is yours)") from None
-    except Exception as e:  # httpx / huggingface_hub raise many types for a network or server failure
-        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
-        if "404" in first or "Not Found" in first:
-            raise CheckpointError(f"{src.url} does not exist (404): check the repository and file name") from None
-        raise _unreachable(src, cache, f"download failed: {first}") from None
+    path = _hub_download(src, cache)
     _check_hub_blob(path, src)
     return path
+
+
+def _hub_download(src: Source, cache: Path, tries: int = 2) -> Path:
+    """hf_hub_download, once more after a transfer that broke off: huggingface_hub before 1.20 does not
+    resume a dropped connection within one call, but its next call continues the partial file (a Range
+    request), so a dropped connection costs a retry, not the download."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    attempt = 1
+    while True:
+        try:
+            return Path(hf_hub_download(src.where, src.filename, cache_dir=cache, endpoint=_endpoint()))
+        except LocalEntryNotFoundError:  # (a subclass of EntryNotFoundError: caught first)
+            raise _unreachable(src, cache, "no connection to the Hub") from None
+        except EntryNotFoundError:
+            raise CheckpointError(f"{src.url} does not exist (404): check the file name") from None
+        except RepositoryNotFoundError:
+            raise CheckpointError(f"{src.url}: repository {src.where} not found, or private/gated (log in with "
+                                  f"`hf auth login` if it is yours)") from None
+        except Exception as e:  # httpx / requests / huggingface_hub raise many types for a network or server failure
+            first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+            if "404" in first or "Not Found" in first:
+                raise CheckpointError(f"{src.url} does not exist (404): check the repository and file name") from None
+            if attempt >= tries:
+                raise _unreachable(src, cache, f"download failed: {first}") from None
+            attempt += 1
 
 
 def _check_hub_blob(path: Path, src: Source) -> None:

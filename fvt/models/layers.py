@@ -21,6 +21,12 @@ def _compiling() -> bool:
     return torch.compiler.is_compiling()
 
 
+def _has_autocast(device_type: str) -> bool:
+    """Whether autocast exists for this device type (cpu, cuda, mps, xpu, ...; not the meta device that
+    `fvt models` counts on)."""
+    return torch.amp.is_autocast_available(device_type)
+
+
 class _CachedBias(nn.Module):
     """Base class: ``forward()`` returns the bias; eval-time results are cached in
     ``self.relative_bias`` (a persistent buffer, part of the official state dict)."""
@@ -47,7 +53,7 @@ class _CachedBias(nn.Module):
         if self._cache_key is None or self._cache_key != self._key():
             dev = self.relative_bias.device.type
             # the cache is computed without autocast: float32 whatever autocast is active around this call
-            amp_off = torch.autocast(dev, enabled=False) if dev in ("cpu", "cuda") else contextlib.nullcontext()
+            amp_off = torch.autocast(dev, enabled=False) if _has_autocast(dev) else contextlib.nullcontext()
             with torch.no_grad(), amp_off:
                 bias = self.compute()  # in the parameters' dtype: float32 (float64 for a float64 model)
             if bias.shape == self.relative_bias.shape:
@@ -122,7 +128,7 @@ class TokenPosEmbed(_CachedBias):
             return x + self.compute(x.shape[1])
         emb = super().forward()
         dev = x.device.type
-        if not self.training and dev in ("cpu", "cuda") and torch.is_autocast_enabled(dev):
+        if not self.training and _has_autocast(dev) and torch.is_autocast_enabled(dev):
             # The cache is float32, but under autocast the MLP (training, the official code) yields
             # the autocast dtype: adding float32 would promote the whole token stream of the stage to
             # float32 and cost every following op a wider pass (docs/speed.md, eval dtype flow).
@@ -237,7 +243,7 @@ class FoldCache:
         key = tuple((t._version, t.data_ptr(), t.dtype) for t in tensors)
         if key != self.key:
             dev = tensors[0].device.type
-            amp_off = torch.autocast(dev, enabled=False) if dev in ("cpu", "cuda") else contextlib.nullcontext()
+            amp_off = torch.autocast(dev, enabled=False) if _has_autocast(dev) else contextlib.nullcontext()
             with torch.no_grad(), amp_off:
                 self.value = [self._fold(conv, bn) for conv, bn in pairs]
             self.key = key

@@ -63,7 +63,7 @@ def _variants() -> dict:
                                           window_size=[4, 4, 4, 4], ct_size=2, mlp_ratio=3, hat=[False, False, True, True],
                                           drop_path_rate=0.05, img_size=128), crop_pct=0.875, crop_mode="center",
                                 official=False)
-    # fvt-only: nano at width 64 (2.4x its parameters); tried for the flowers recipe, no better (configs/flowers.yaml).
+    # fvt-only: nano at width 64 (2.4x its parameters); tried for the flowers recipe, no better (fvt/recipes/flowers.yaml).
     v["faster_vit_micro"] = dict(arch=dict(v["faster_vit_nano"]["arch"], dim=64, num_heads=[2, 4, 8, 16]),
                                  crop_pct=0.875, crop_mode="center", official=False)
     return v

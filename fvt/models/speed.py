@@ -20,9 +20,11 @@ def autocast(device: torch.device, amp: str):
 
 
 def sync(device: torch.device) -> None:
-    """Wait for queued CUDA work, so a timer measures it (no-op on CPU)."""
+    """Wait for the device's queued work, so a timer measures it (no-op on CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type != "cpu":
+        torch.accelerator.synchronize(device)  # mps, xpu, ...: torch's device-generic call (torch >= 2.6)
 
 
 def make_step(model: nn.Module, x: torch.Tensor, mode: str, amp: str, device: torch.device, net=None):

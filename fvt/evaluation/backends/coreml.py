@@ -12,7 +12,7 @@ from typing import Tuple
 import torch
 
 from ...errors import CheckpointError, UsageError
-from . import META_KEY, Runtime, parse_meta, require
+from .common import META_KEY, Runtime, parse_meta, require
 
 CAN_RUN = platform.system() == "Darwin"
 NO_RUN_REASON = "coremltools runs models on macOS only; this is " + platform.system()

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ...errors import CheckpointError, UsageError
-from . import META_KEY, Runtime, parse_meta, require
+from .common import META_KEY, Runtime, parse_meta, require
 
 DEFAULT_OPSET = 17
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ...errors import UsageError
-from . import META_KEY, Runtime, parse_meta, require
+from .common import META_KEY, Runtime, parse_meta, require
 
 
 def _need_gpu(what: str) -> None:

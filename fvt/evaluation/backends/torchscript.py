@@ -8,7 +8,7 @@ from typing import Tuple
 import torch
 
 from ...errors import CheckpointError
-from . import META_KEY, Runtime, parse_meta
+from .common import META_KEY, Runtime, parse_meta
 
 
 def load(path: Path, device: str = "auto") -> Tuple[Runtime, dict]:
