@@ -42,7 +42,7 @@ def test_onnx_parity_dynamic_batch_and_metadata(ckpt, tmp_path, capsys):
     printed = capsys.readouterr().out
     diff = float(printed.split("max abs prob diff ")[1].split(",")[0])
     assert diff <= 1e-4
-    check = json.loads((tmp_path / "model.verify.json").read_text())
+    check = json.loads((tmp_path / "model.onnx.verify.json").read_text())
     assert check["max_abs_prob_diff"] == pytest.approx(diff, rel=0.01) and check["backend"] == "onnxruntime"
     assert check["source"] == f"images from {data}" and check["images"] == 3
     proto = onnx.load(str(out))

@@ -30,8 +30,9 @@ def _export(setup, fmt, out, *flags):
     rc = main(["export", "--checkpoint", str(ckpt), "--format", fmt, "--output", str(out), "--data", str(data),
                "--workers", "0", *flags])
     assert rc == 0
-    name = out.name[:-len(out.suffix)] if out.suffix else out.name
-    return json.loads((out.parent / f"{name}.verify.json").read_text())
+    if out.is_dir() and not out.suffix and fmt != "timm-folder":  # a folder to put the export in
+        out = next(out.glob("*.xml"))
+    return json.loads((out.parent / f"{out.name}.verify.json").read_text())
 
 
 def _torch_probs(ckpt, x):
@@ -79,12 +80,15 @@ def test_onnx_dynamic_size_refused_for_fixed_size_model(setup, tmp_path, capsys)
 def test_openvino_fp32_fp16_int8(setup, tmp_path):
     ov = pytest.importorskip("openvino", reason="pip install 'fastervit-toolkit[openvino]'")
     root, data, ckpt = setup
-    fp32 = _export(setup, "openvino", tmp_path / "m.xml")
+    folder = tmp_path / "deploy"  # a folder as --output: the IR goes inside under the checkpoint's name
+    fp32 = _export(setup, "openvino", folder)
     assert fp32["backend"] == "openvino" and fp32["max_abs_prob_diff"] <= 1e-4
+    assert sorted(p.name for p in folder.iterdir()) == ["best.bin", "best.xml", "best.xml.verify.json"]
+    assert main(["predict", "--checkpoint", str(folder), str(data / "circle" / "0.png"), "--workers", "0"]) == 0
     # read back by OpenVINO itself (not fvt's loader) and compared with PyTorch
     x = torch.randn(3, 3, IMG, IMG, generator=torch.Generator().manual_seed(0))
     want, _ = _torch_probs(ckpt, x)
-    compiled = ov.Core().compile_model(str(tmp_path / "m.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = ov.Core().compile_model(str(folder / "best.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     got = torch.softmax(torch.from_numpy(np.array(compiled(x.numpy())[0])), 1).numpy()
     np.testing.assert_allclose(got, want, atol=1e-4)
     assert _export(setup, "openvino", tmp_path / "h.xml", "--half")["top1_agreement"] >= 0.8
