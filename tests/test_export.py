@@ -1,5 +1,5 @@
-"""fvt export: ONNX parity + dynamic batch + metadata, safetensors + sidecar, TorchScript,
-and a failed parity check removing the file."""
+"""fvt export: ONNX parity + dynamic batch + metadata, safetensors + sidecar, TorchScript
+(a failed parity check leaving nothing: test_export_safety.py)."""
 
 from __future__ import annotations
 
@@ -94,15 +94,6 @@ def test_torchscript_export(ckpt, tmp_path, capsys):
     img = next(ckpt.parent.parent.joinpath("data").rglob("*.png"))
     assert main(["predict", "--checkpoint", str(out), str(img), "--workers", "0"]) == 0  # now scored by fvt too
     assert "torchscript" in capsys.readouterr().err
-
-
-def test_failed_parity_check_fails_and_removes_file(ckpt, tmp_path, monkeypatch, capsys):
-    import fvt.evaluation.verify as ver
-
-    monkeypatch.setattr(ver, "PROB_TOLERANCE", -1.0)  # any difference, even 0, now exceeds the limit
-    out = tmp_path / "bad.onnx"
-    assert main(["export", "--checkpoint", str(ckpt), "--format", "onnx", "--output", str(out)]) == 2
-    assert "does not match PyTorch" in capsys.readouterr().err and not out.exists()
 
 
 def test_export_usage_errors(ckpt, tmp_path, capsys):

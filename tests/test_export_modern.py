@@ -142,7 +142,7 @@ def test_onnx_dynamo_exporter_dynamic_batch(setup, tmp_path, capsys):
 
     root, data, ckpt = setup
     out = tmp_path / "d.onnx"
-    _export(setup, "onnx", "--onnx-exporter", "dynamo", "--output", str(out))
+    _export(setup, "onnx", "--onnx-exporter", "dynamo", "--output", str(out), "--no-check")  # checked below
     assert "dynamo exporter" in capsys.readouterr().out
     assert json.loads((tmp_path / "d.onnx.verify.json").read_text())["exporter"] == "dynamo"
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
