@@ -243,6 +243,10 @@ def export(loaded: LoadedModel, fmt: str, out: Path, opts: Optional[ExportOption
         from .backends.tensorrt import _need_gpu
 
         _need_gpu("a TensorRT export")
+    if fmt == "aoti":
+        from .backends.aoti import check_available
+
+        check_available(opts.device)
     if images is None:
         images, source = [_example(loaded, 4, seed=s) for s in (1, 2)], "random inputs (no images given)"
     with staged(Path(out), fmt) as work:

@@ -24,6 +24,20 @@ from ...errors import CheckpointError
 from . import META_KEY, Runtime, parse_meta
 
 
+def check_available(device: str) -> None:
+    """Before any work: this torch has AOTInductor packaging, and the device exists."""
+    from ...errors import UsageError
+
+    try:
+        from torch._inductor import aoti_compile_and_package  # noqa: F401
+    except ImportError:
+        raise UsageError(f"--format aoti needs torch >= 2.6 (AOTInductor packages); this is torch "
+                         f"{torch.__version__}: export --format torch-export instead") from None
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: no CUDA device here to compile the AOTInductor package for; "
+                         f"use --device cpu")
+
+
 def export(model: torch.nn.Module, meta: dict, out: Path, example: torch.Tensor, device: str = "cpu") -> dict:
     from torch._inductor import aoti_compile_and_package
 
