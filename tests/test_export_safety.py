@@ -290,3 +290,17 @@ def test_quiet_block_holds_notices_shows_errors_and_replays_on_failure(capsys, c
     finally:
         noisy.removeHandler(catcher)
     assert noisy.level == logging.NOTSET  # levels restored
+
+
+def test_default_names_in_a_shared_folder_do_not_collide_across_models(run, tmp_path, capsys):
+    """Two runs exported into one folder by default get two files; the same run again replaces its own."""
+    root, data, best, digests = run
+    other = make_checkpoint(tmp_path / "other" / "best.pt", data, seed=12)
+    deploy = tmp_path / "deploy"
+    for ckpt in (best, other, best):
+        rc, out, _ = _run(capsys, "export", "--checkpoint", ckpt, "--format", "safetensors", "--output", f"{deploy}/",
+                          "--no-check")
+        assert rc == 0
+    records = {p.name: json.loads(p.read_text())["checkpoint"] for p in deploy.glob("*.verify.json")}
+    assert records == {"best.safetensors.verify.json": str(best.resolve()),
+                       "best-2.safetensors.verify.json": str(other.resolve())}

@@ -252,6 +252,7 @@ def export(loaded: LoadedModel, fmt: str, out: Path, opts: Optional[ExportOption
     with staged(Path(out), fmt) as work:
         facts = _write(loaded, fmt, work, opts, images, check_graph=opts.verify)
         base = dict(facts, precision=opts.precision, fvt_version=__version__, model_name=loaded.model_name,
+                    checkpoint=str(inputs[0].resolve()) if inputs else None,
                     weights_license=loaded.metadata().get("weights_license"))
         export_record.write(work, fmt, dict(base, check="pending"))  # the digests the check's load verifies
         if opts.verify:

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Union
 
-from ..errors import UsageError
+from ..errors import CheckpointError, UsageError
 from .export_record import is_recorded, record_path
 from .formats import NAME_TAG, SUFFIX
 from .outputs import check_output
@@ -91,10 +91,21 @@ def default_name(stem: str, fmt: str, precision: str, n: int = 1) -> str:
     return stem + tag + SUFFIX[fmt]
 
 
+def _exported_from(out: Path) -> Optional[str]:
+    from .export_record import read
+
+    try:
+        return (read(out) or {}).get("checkpoint")
+    except CheckpointError:
+        return None
+
+
 def _free_default(folder: Path, stem: str, fmt: str, precision: str, inputs: List[Path]) -> Path:
+    """The first default name that is free, or holds fvt's earlier export of the same checkpoint."""
     for n in range(1, 1000):
         out = folder / default_name(stem, fmt, precision, n)
-        if conflict(out, fmt, inputs) is None:
+        taken = is_recorded(out) and _exported_from(out) != str(inputs[0].resolve())  # another model's export
+        if not taken and conflict(out, fmt, inputs) is None:
             return out
     raise UsageError(f"no free export name in {folder} for {stem} ({fmt}); pass --output")
 
