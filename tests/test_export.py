@@ -16,6 +16,7 @@ from eval_fixtures import CLASSES, IMG, make_checkpoint, make_folder  # noqa: E4
 
 import fvt  # noqa: E402
 from fvt.cli import main  # noqa: E402
+from fvt.extras import available  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,8 @@ def test_onnx_parity_dynamic_batch_and_metadata(ckpt, tmp_path, capsys):
     assert diff <= 1e-4
     check = json.loads((tmp_path / "model.onnx.verify.json").read_text())
     assert check["max_abs_prob_diff"] == pytest.approx(diff, rel=0.01) and check["backend"] == "onnxruntime"
+    # the default exporter: dynamo where onnxscript is installed (the [onnx] extra), else the legacy fallback
+    assert check["exporter"] == ("dynamo" if available("onnxscript") else "legacy")
     assert check["source"] == f"images from {data}" and check["images"] == 3
     proto = onnx.load(str(out))
     props = {p.key: p.value for p in proto.metadata_props}
