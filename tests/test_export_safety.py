@@ -328,3 +328,13 @@ def test_default_names_in_a_shared_folder_do_not_collide_across_models(run, tmp_
     records = {p.name: json.loads(p.read_text())["checkpoint"] for p in deploy.glob("*.verify.json")}
     assert records == {"best.safetensors.verify.json": str(best.resolve()),
                        "best-2.safetensors.verify.json": str(other.resolve())}
+
+
+def test_failed_export_into_a_new_folder_leaves_no_folder(run, tmp_path, capsys, monkeypatch):
+    import fvt.evaluation.verify as ver
+
+    root, data, best, digests = run
+    monkeypatch.setattr(ver, "PROB_TOLERANCE", -1.0)
+    rc, _, _ = _run(capsys, "export", "--checkpoint", best, "--format", "safetensors", "--output",
+                    f"{tmp_path}/new/deploy/")
+    assert rc == 2 and list(tmp_path.iterdir()) == []

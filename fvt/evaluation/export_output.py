@@ -152,13 +152,20 @@ def staged(out: Path, fmt: str) -> Iterator[Path]:
     """Write an export in a hidden folder beside ``out`` and move it into place only when the block
     succeeds: a failed or interrupted export leaves nothing behind, and an earlier export it replaces
     stays until the new one has passed its check."""
+    made = [p for p in [out.parent, *out.parent.parents] if not p.exists()]  # folders this export creates
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         yield stage / out.name
         _publish(stage / out.name, out, fmt)
+        made = []
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        for folder in made:  # a failed export leaves no folder it made behind (they are empty again)
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
 def _publish(done: Path, out: Path, fmt: str) -> None:
