@@ -265,17 +265,18 @@ class ExportResult:
 
 def export(checkpoint: PathLike, format: str = "onnx", *, output: Optional[PathLike] = None,
            ema: Optional[bool] = None, model: Optional[str] = None) -> ExportResult:
-    """Export like ``fvt export`` (default file: next to the checkpoint, e.g. best.onnx); the ONNX
-    and TorchScript files are checked against PyTorch before this returns."""
-    from .evaluation.export import FORMATS, SUFFIX, export as run_export
+    """Export like ``fvt export`` (default file: next to the checkpoint, named by format, e.g. best.onnx;
+    ``output`` may also be a folder); every export that runs here is checked against PyTorch before
+    this returns. Never writes over the checkpoint, a run file or a file fvt did not export."""
+    from .evaluation.export import export as run_export
+    from .evaluation.export_output import plan_output
+    from .evaluation.formats import FORMATS
     from .evaluation.loading import load_any
 
     if format not in FORMATS:
         raise UsageError(f"format={format!r}: use one of {', '.join(FORMATS)}")
     ckpt = Path(checkpoint).expanduser()
-    out = Path(output).expanduser() if output else ckpt.with_suffix(SUFFIX[format])
-    if format in ("onnx", "safetensors") and out.suffix.lower() != SUFFIX[format]:
-        raise UsageError(f"output={str(out)!r}: a {format} export needs a {SUFFIX[format]} file name")
+    out = plan_output(output, ckpt, format)
     loaded = load_any(ckpt, **_given(model_name=model, ema=ema), device="cpu")
     path, facts = run_export(loaded, format, out)
     sidecar = facts.get("sidecar")

@@ -23,7 +23,7 @@ COMMANDS = {
     "eval": ("fvt.evaluation.commands", "eval", "Evaluate a checkpoint: metrics, figures, report.html."),
     "predict": ("fvt.evaluation.commands", "predict", "Classify images with a checkpoint or any export (ONNX, OpenVINO, ...)."),
     "embed": ("fvt.evaluation.embed", "embed", "Embeddings (pooled pre-logits) of images to embeddings.npy + index.csv."),
-    "export": ("fvt.evaluation.commands", "export", "Export to ONNX, OpenVINO, TensorRT, CoreML, TorchScript, safetensors, timm folder."),
+    "export": ("fvt.evaluation.export_command", "export", "Export to ONNX, OpenVINO, torch.export, AOTInductor, TensorRT, CoreML, safetensors, timm folder (TorchScript: legacy)."),
     "data": ("fvt.data.commands", "data", "Inspect an image folder (classes, counts, bad files, duplicates), or shard it."),
     "models": ("fvt.models.commands", "models", "List the model variants: params, GFLOPs, input size."),
     "bench": ("fvt.models.commands", "bench", "Time a model on this machine (train/eval, or inference backends with --backend)."),

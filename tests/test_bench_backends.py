@@ -3,6 +3,7 @@ the ones that cannot run say why in one row instead of failing the table."""
 
 from __future__ import annotations
 
+import pytest
 
 from fvt.cli import main
 
@@ -26,3 +27,29 @@ def test_bench_backends_side_by_side(capsys):
 def test_bench_unknown_backend(capsys):
     assert main(["bench", "--model", "faster_vit_nano", "--backend", "tflite"]) == 2
     assert "use one of" in capsys.readouterr().err
+
+
+def test_official_row_skipped_without_importing_fastervit(capsys, monkeypatch):
+    """For a variant the official package does not have, the row is skipped before `import fastervit`, whose
+    import re-points timm's names at its own classes (and prints 30+ warnings)."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "fastervit", None)  # any import of it now fails loudly
+    assert main(["bench", "--model", "faster_vit_nano", "--img-size", "32", "--backend", "official"]) == 0
+    out, err = capsys.readouterr()
+    assert "not an official FasterViT variant" in out and "fastervit" not in err
+
+
+def test_converter_progress_bars_stay_out_of_the_table(capsys):
+    """NNCF draws progress bars while it quantizes; they used to land between the table's rows."""
+    pytest.importorskip("nncf", reason="pip install 'fastervit-toolkit[openvino]'")
+    rc = main(["bench", "--model", "faster_vit_nano", "--img-size", "32", "--batch-size", "2", "--steps", "3",
+               "--warmup", "1", "--backend", "openvino-int8"])
+    out, err = capsys.readouterr()
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert rc == 0 and len(lines) == 3, out  # title, header, the row
+    assert lines[1].split()[0] == "backend" and lines[2].split()[0] == "openvino-int8"
+    for row in lines[2:]:
+        p50, p90, thr = (float(v) for v in row.split()[1:4])
+        assert 0 < p50 <= p90 and thr > 0
+    assert "━" not in out + err and "Statistics collection" not in out + err

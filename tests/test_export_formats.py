@@ -30,8 +30,9 @@ def _export(setup, fmt, out, *flags):
     rc = main(["export", "--checkpoint", str(ckpt), "--format", fmt, "--output", str(out), "--data", str(data),
                "--workers", "0", *flags])
     assert rc == 0
-    name = out.name[:-len(out.suffix)] if out.suffix else out.name
-    return json.loads((out.parent / f"{name}.verify.json").read_text())
+    if out.is_dir() and not out.suffix and fmt != "timm-folder":  # a folder to put the export in
+        out = next(out.glob("*.xml"))
+    return json.loads((out.parent / f"{out.name}.verify.json").read_text())
 
 
 def _torch_probs(ckpt, x):
@@ -50,8 +51,8 @@ def test_onnx_precisions_simplify_and_normalize_inside(setup, tmp_path):
     half = _export(setup, "onnx", tmp_path / "h.onnx", "--half")
     assert half["precision"] == "fp16" and half["images"] == 6 and half["top1_agreement"] >= 0.8
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in onnx.load(str(tmp_path / "h.onnx")).graph.initializer)
-    for mode in ("static", "dynamic"):
-        q = _export(setup, "onnx", tmp_path / f"q{mode}.onnx", "--int8", mode)
+    for mode in ("static", "dynamic"):  # quantization works on either exporter's graph: the quicker one here
+        q = _export(setup, "onnx", tmp_path / f"q{mode}.onnx", "--int8", mode, "--onnx-exporter", "legacy")
         ops = {n.op_type for n in onnx.load(str(tmp_path / f"q{mode}.onnx")).graph.node}
         assert q["precision"] == "int8" and ops & {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger"}
     # --simplify --with-normalize: the graph takes RGB 0..255; compare with PyTorch on fvt's own normalisation
@@ -79,17 +80,20 @@ def test_onnx_dynamic_size_refused_for_fixed_size_model(setup, tmp_path, capsys)
 def test_openvino_fp32_fp16_int8(setup, tmp_path):
     ov = pytest.importorskip("openvino", reason="pip install 'fastervit-toolkit[openvino]'")
     root, data, ckpt = setup
-    fp32 = _export(setup, "openvino", tmp_path / "m.xml")
+    folder = tmp_path / "deploy"  # a folder as --output: the IR goes inside under the checkpoint's name
+    fp32 = _export(setup, "openvino", folder)
     assert fp32["backend"] == "openvino" and fp32["max_abs_prob_diff"] <= 1e-4
+    assert sorted(p.name for p in folder.iterdir()) == ["best.bin", "best.xml", "best.xml.verify.json"]
+    assert main(["predict", "--checkpoint", str(folder), str(data / "circle" / "0.png"), "--workers", "0"]) == 0
     # read back by OpenVINO itself (not fvt's loader) and compared with PyTorch
     x = torch.randn(3, 3, IMG, IMG, generator=torch.Generator().manual_seed(0))
     want, _ = _torch_probs(ckpt, x)
-    compiled = ov.Core().compile_model(str(tmp_path / "m.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = ov.Core().compile_model(str(folder / "best.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     got = torch.softmax(torch.from_numpy(np.array(compiled(x.numpy())[0])), 1).numpy()
     np.testing.assert_allclose(got, want, atol=1e-4)
-    assert _export(setup, "openvino", tmp_path / "h.xml", "--half")["top1_agreement"] >= 0.8
+    assert _export(setup, "openvino", tmp_path / "h.xml", "--half", "--onnx-exporter", "legacy")["top1_agreement"] >= 0.8
     pytest.importorskip("nncf", reason="pip install 'fastervit-toolkit[openvino]'")
-    q = _export(setup, "openvino", tmp_path / "q.xml", "--int8")
+    q = _export(setup, "openvino", tmp_path / "q.xml", "--int8", "--onnx-exporter", "legacy")
     ops = {op.get_type_name() for op in ov.Core().read_model(str(tmp_path / "q.xml")).get_ops()}
     assert q["precision"] == "int8" and "FakeQuantize" in ops
 
@@ -135,7 +139,7 @@ def test_tensorrt_refused_without_gpu(setup, tmp_path, capsys):
 
 def test_eval_scores_exports_with_backend_named(setup, tmp_path):
     root, data, ckpt = setup
-    _export(setup, "onnx", tmp_path / "m.onnx")
+    _export(setup, "onnx", tmp_path / "m.onnx", "--onnx-exporter", "legacy")
     tops = {}
     for name, art in (("pytorch", ckpt), ("onnxruntime", tmp_path / "m.onnx")):
         out = tmp_path / f"ev-{name}"

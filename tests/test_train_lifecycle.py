@@ -374,8 +374,9 @@ def test_cli_errors_are_one_fvt_error_line_with_one_choice_style(capsys):
     with pytest.raises(SystemExit) as e:
         main(["export", "--checkpoint", "x.pt", "--format", "onnxx"])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and err == "fvt: error: --format 'onnxx' is not one of onnx, openvino, tensorrt, " \
-                                       "coreml, torchscript, safetensors, timm-folder; did you mean 'onnx'?\n"
+    assert e.value.code == 2 and err == "fvt: error: --format 'onnxx' is not one of onnx, openvino, torch-export, " \
+                                       "aoti, tensorrt, coreml, safetensors, timm-folder, torchscript; did you mean " \
+                                       "'onnx'?\n"
     assert main(["train", "--data", "d", "--sched", "cosinee"]) == 2
     assert capsys.readouterr().err.startswith("fvt: error: --sched 'cosinee' is not one of cosine, ")
 

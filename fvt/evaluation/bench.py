@@ -1,9 +1,13 @@
 """``fvt bench --backend ...``: one model, several inference backends, side by side.
 
 Each backend runs the same fvt model (random weights: speed does not depend on them):
-eager PyTorch, torch.compile, onnxruntime and OpenVINO (float32, or ``-fp16`` / ``-int8``
-variants), TensorRT on a GPU, and the official ``fastervit`` implementation in eager PyTorch
-where the variant is an official one. Latency p50/p90 at batch 1, throughput at batch N."""
+eager PyTorch, torch.compile, onnxruntime (the dynamo-exported graph, or ``-legacy`` for the
+TorchScript-based exporter's; ``-int8``), OpenVINO (float32, or ``-fp16`` / ``-int8``), the
+torch.export ExportedProgram run by PyTorch (``torch-export``), an AOTInductor package
+(``aoti``, compiled for the CPU), a traced TorchScript module (``torchscript``, legacy), TensorRT on a GPU, and the official ``fastervit``
+implementation in eager PyTorch where the variant is an official one. Latency p50/p90 at batch 1,
+throughput at batch N. What the converters print while the backends are built is held back
+(``quiet``), so the table stays a table."""
 
 from __future__ import annotations
 
@@ -15,15 +19,34 @@ import numpy as np
 import torch
 
 from ..errors import FvtError, UsageError
+from .quiet import third_party
 
-BACKENDS = ("torch", "compile", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-fp16", "openvino-int8",
-            "tensorrt", "official")
+BACKENDS = ("torch", "compile", "torch-export", "aoti", "onnxruntime", "onnxruntime-legacy", "onnxruntime-int8",
+            "openvino", "openvino-fp16", "openvino-int8", "torchscript", "tensorrt", "official")
 
 
 def _meta(model, hw) -> dict:
     return {"model_name": model.model_name, "model_kwargs": model.model_kwargs,
             "classes": [str(i) for i in range(model.num_classes)],
             "preprocessing": {"input_size": list(hw), "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
+
+
+def _official(model: torch.nn.Module) -> Callable:
+    """The official implementation of the same variant, built without leaving timm's names pointing at it."""
+    if not getattr(model, "pretrained_cfg", {}).get("official", True):  # before importing fastervit at all
+        raise UsageError(f"{model.model_name} is not an official FasterViT variant")
+    from ..extras import require
+    from ..models import registry
+
+    with third_party():  # its import re-registers 30+ timm names, each with a warning
+        require("fastervit", "official", "--backend official")
+        import fastervit.models.faster_vit as off
+        import fastervit.models.faster_vit_any_res as off_any
+    registry._register_timm()  # timm's names back to fvt's models for the rest of the process
+    build = getattr(off_any if model.model_name.endswith("any_res") else off, model.model_name)
+    with third_party():
+        official = build(pretrained=False).eval()
+    return torch.inference_mode()(lambda x: official(x))
 
 
 def _runner(name: str, model: torch.nn.Module, hw, tmp: Path) -> Callable:
@@ -38,10 +61,34 @@ def _runner(name: str, model: torch.nn.Module, hw, tmp: Path) -> Callable:
     if name == "compile":
         compiled = torch.compile(model)
         return torch.inference_mode()(lambda x: compiled(x))
+    if name == "torch-export":
+        from .backends.torch_export import export_program
+
+        with third_party():
+            program = export_program(pinned, example).module()
+        return torch.inference_mode()(lambda x: program(x))
+    if name == "aoti":
+        from .backends import aoti
+
+        out = tmp / "aoti.pt2"
+        aoti.export(pinned, _meta(model, hw), out, example, "cpu")
+        from torch._inductor import aoti_load_package
+
+        runner = aoti_load_package(str(out))
+        return torch.inference_mode()(lambda x: runner(x))
+    if name == "torchscript":  # legacy, for comparison
+        import warnings
+
+        with warnings.catch_warnings():  # torch.jit's deprecation notice
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(pinned, example, check_trace=False)
+        return torch.inference_mode()(lambda x: traced(x))
     if name.startswith("onnxruntime"):
         out = tmp / f"{name}.onnx"
-        onnx_backend.export(pinned, _meta(model, hw), out, example, int8="dynamic" if name.endswith("int8") else None)
-        rt, _ = onnx_backend.load(out, "cpu")
+        onnx_backend.export(pinned, _meta(model, hw), out, example, int8="dynamic" if name.endswith("int8") else None,
+                            exporter="legacy" if name.endswith("legacy") else "auto")
+        rt, meta = onnx_backend.load(out, "cpu")
+        rt.note = f"{meta.get('exporter')} exporter"  # which graph was timed
         return rt
     if name.startswith("openvino"):
         from .backends import openvino
@@ -60,12 +107,7 @@ def _runner(name: str, model: torch.nn.Module, hw, tmp: Path) -> Callable:
         rt, _ = tensorrt.load(out, "cuda")
         return rt
     if name == "official":
-        import fastervit
-
-        if not getattr(model, "pretrained_cfg", {}).get("official", True):
-            raise UsageError(f"{model.model_name} is not an official FasterViT variant")
-        off = fastervit.create_model(model.model_name, pretrained=False).eval()
-        return torch.inference_mode()(lambda x: off(x))
+        return _official(model)
     raise UsageError(f"--backend {name}: use one of {', '.join(BACKENDS)}")
 
 
@@ -89,6 +131,8 @@ def bench_backends(model_name: str, backends: List[str], img_size=None, batch: i
             try:
                 fn = _runner(name, model, hw, Path(tmp))
                 row = latency_throughput(fn, lambda n: torch.randn(n, 3, *hw), batch, steps, warmup)
+                if getattr(fn, "note", None):
+                    row["note"] = fn.note
             except (FvtError, ImportError) as e:
                 row = {"error": str(e)}
             rows.append({"backend": name, **row})
@@ -99,7 +143,8 @@ def bench_backends(model_name: str, backends: List[str], img_size=None, batch: i
 def format_row(r: Dict) -> str:
     if "error" in r:
         return f"{r['backend']:<18} not run: {r['error']}"
-    return f"{r['backend']:<18} {r['p50_ms']:>9.2f} {r['p90_ms']:>9.2f} {r['img_per_s']:>10.1f}"
+    note = f"  ({r['note']})" if r.get("note") else ""
+    return f"{r['backend']:<18} {r['p50_ms']:>9.2f} {r['p90_ms']:>9.2f} {r['img_per_s']:>10.1f}{note}"
 
 
 HEADER = f"{'backend':<18} {'p50 ms':>9} {'p90 ms':>9} {'img/s':>10}"

@@ -1,4 +1,5 @@
-"""``fvt eval``, ``fvt predict``, ``fvt export`` and ``fvt demo``: flags and entry points."""
+"""``fvt eval``, ``fvt predict`` and ``fvt demo``: flags and entry points, and the flags every command
+that runs a model shares (``fvt export`` lives in export_command.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from .outputs import check_output
 
 # -- shared flags ------------------------------------------------------------------------
 CHECKPOINT_HELP = ("fvt checkpoint (RUN/best.pt), safetensors export, timm folder, or an exported "
-                   "MODEL.onnx / .xml (OpenVINO) / .engine (TensorRT) / .mlpackage / TorchScript .pt; "
-                   "an official .pth.tar with --model.")
+                   "MODEL.onnx / .xml (OpenVINO) / .pt2 (torch.export or AOTInductor) / .engine (TensorRT) / "
+                   ".mlpackage / TorchScript .pt, or a folder holding one export; an official .pth.tar with --model.")
 
 
 def add_checkpoint_arguments(p, what: str = "Use", required: bool = True) -> None:
@@ -27,10 +28,10 @@ def add_checkpoint_arguments(p, what: str = "Use", required: bool = True) -> Non
     w.add_argument("--raw", dest="ema", action="store_const", const=False, help=f"{what} the raw (non-EMA) weights.")
 
 
-def add_runtime_arguments(p, batch_default: Optional[int] = 32) -> None:
+def add_runtime_arguments(p, batch_default: Optional[int] = 32, device_help: Optional[str] = None) -> None:
     """The flags every command that runs a model shares."""
-    p.add_argument("--device", default="auto", help="auto (the accelerator torch finds, else cpu) or any torch "
-                   "device: cpu, cuda, cuda:N, mps, xpu, ... [default: auto]")
+    p.add_argument("--device", default="auto", help=device_help or "auto (the accelerator torch finds, else cpu) or "
+                   "any torch device: cpu, cuda, cuda:N, mps, xpu, ... [default: auto]")
     p.add_argument("--batch-size", type=int, default=batch_default, metavar="N",
                    help="Images per forward pass." + (f" [default: {batch_default}]" if batch_default else
                                                      " Default: the run's eval batch size, else 64."))
@@ -292,83 +293,6 @@ def run_predict(args) -> int:
         return 1
     if len(good) < len(rows):
         print(f"{len(good)} predicted, {len(rows) - len(good)} unreadable (listed above)", file=sys.stderr)
-    return 0
-
-
-# -- export ----------------------------------------------------------------------------
-def add_export_arguments(p) -> None:
-    from .formats import FORMATS
-
-    add_checkpoint_arguments(p, "Export")
-    p.add_argument("--format", required=True, choices=FORMATS, help="onnx, openvino, tensorrt, coreml, torchscript, "
-                   "safetensors (+ JSON sidecar) or timm-folder (config.json + model.safetensors + README.md).")
-    p.add_argument("--output", metavar="PATH", help="Output file (a folder for timm-folder). Default: next to the "
-                   "checkpoint, e.g. best.onnx.")
-    p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset. [default: 17]")
-    p.add_argument("--dynamic", action="store_true", help="ONNX: dynamic height/width too, where the model allows "
-                   "(the batch axis is always dynamic).")
-    p.add_argument("--half", action="store_true", help="fp16 (onnx, openvino, tensorrt, coreml).")
-    p.add_argument("--int8", nargs="?", const="static", choices=("static", "dynamic"), default=None,
-                   help="int8 post-training quantization: static (calibrated on images, default) or dynamic (ONNX "
-                   "only); OpenVINO uses NNCF.")
-    p.add_argument("--simplify", action="store_true", help="ONNX: simplify the graph with onnxslim.")
-    p.add_argument("--with-normalize", action="store_true", help="ONNX: mean/std inside the graph; the input is "
-                   "RGB in 0..255 (N, 3, H, W).")
-    p.add_argument("--data", metavar="DIR", help="Images for calibration and the check against PyTorch. "
-                   "Default: the run's validation split.")
-    p.add_argument("--check-images", type=int, default=64, metavar="N",
-                   help="Images used to check (and calibrate) the export. [default: 64]")
-    p.add_argument("--no-check", dest="check", action="store_false", help="Skip the check against PyTorch.")
-    add_runtime_arguments(p)
-
-
-def _default_output(ckpt: Path, fmt: str, downloaded: bool = False) -> Path:
-    from .formats import SUFFIX
-
-    if downloaded:  # a file in a download cache: its export goes to the current folder, not beside it
-        base = Path.cwd() / (ckpt.name.split(".")[0] + ".pt")
-    else:
-        base = ckpt if ckpt.is_file() else ckpt / "model"
-    return base.with_name(base.stem + "-timm") if fmt == "timm-folder" else base.with_suffix(SUFFIX[fmt])
-
-
-def run_export(args) -> int:
-    from .export import SUFFIX, ExportOptions, export
-    from .export_data import check_batches
-    from .loading import load_any, resolve_checkpoint
-
-    check_runtime_arguments(args)
-    ckpt = resolve_checkpoint(args.checkpoint, args.model)
-    downloaded = ckpt != Path(args.checkpoint).expanduser()
-    out = Path(args.output).expanduser() if args.output else _default_output(ckpt, args.format, downloaded)
-    want = SUFFIX[args.format]
-    if want and out.suffix.lower() != want:
-        raise UsageError(f"--output {out}: a {args.format} export needs a {want} name (fvt recognises it by that)")
-    if args.format == "timm-folder":
-        check_output(out, "dir")
-        if out.is_dir() and any(out.iterdir()):
-            raise UsageError(f"--output {out} is a non-empty folder; a timm folder export needs a new or empty one")
-    else:
-        check_output(out, "file")
-    opts = ExportOptions(args.opset, args.dynamic, args.half, args.int8, args.simplify, args.with_normalize,
-                         args.check)
-    loaded = load_any(ckpt, model_name=args.model, ema=args.ema, device="cpu")
-    print(f"exporting {loaded.model_name} ({describe_weights(loaded)}) to {args.format}", file=sys.stderr)
-    images, source = check_batches(loaded, args.data, args.check_images, args.batch_size, args.workers)
-    path, facts = export(loaded, args.format, out, opts, images, source)
-    print(f"exported {loaded.model_name} ({len(loaded.classes)} classes, {opts.precision}) to {path}")
-    if "verify" in facts:
-        from .verify import describe
-
-        print(f"check: {describe(facts['verify'])}" + (" -> ok" if not facts["verify"].get("skipped") else ""))
-        if "verify_file" in facts:
-            print(f"check written to {facts['verify_file']}")
-    if "sidecar" in facts:
-        print(f"metadata: {facts['sidecar']}")
-    if args.format == "timm-folder":
-        print(f"load: import fvt, timm; timm.create_model('local-dir:{path}', pretrained=True)")
-    elif args.format not in ("tensorrt", "coreml"):
-        print(f"try: fvt predict --checkpoint {path} IMAGES...")
     return 0
 
 

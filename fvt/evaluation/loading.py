@@ -7,7 +7,11 @@
 * a safetensors export with its JSON sidecar (or the same JSON in the safetensors header),
   or a timm-folder export (config.json + model.safetensors);
 * an exported file run by its own runtime (``fvt.evaluation.backends``): ONNX (onnxruntime),
-  OpenVINO IR (.xml), TensorRT (.engine), CoreML (.mlpackage), TorchScript.
+  OpenVINO IR (.xml), torch.export / AOTInductor (.pt2), TensorRT (.engine), CoreML (.mlpackage),
+  TorchScript; or a folder holding exactly one recorded export.
+
+An export with a record beside it (``fvt.evaluation.export_record``) is checked against the
+digests recorded at export before it is loaded.
 
 Every torch file goes through ``fvt.models.checkpoint.safe_load`` (weights_only); every
 loaded model is checked once (``_check_model``): class list matches the head, weights finite."""
@@ -25,7 +29,7 @@ import torch
 from ..errors import CheckpointError, UsageError
 from .backends import META_KEY, detect_format, load_backend, parse_meta
 
-EXPORT_FORMATS = ("onnx", "openvino", "tensorrt", "coreml", "torchscript")
+EXPORT_FORMATS = ("onnx", "openvino", "torch-export", "aoti", "tensorrt", "coreml", "torchscript")
 
 
 @dataclass
@@ -62,8 +66,11 @@ class LoadedModel:
         return self.backend == "pytorch"
 
     def metadata(self) -> dict:
-        """What an export needs to be used alone: classes, preprocessing, model."""
+        """What an export needs to be used alone: classes, preprocessing, model, and the licence of
+        weights made from NVIDIA's official ones. The one place export metadata is built: every format
+        stores this dict whole."""
         from .. import __version__
+        from .weights_license import LICENSE_KEY, of_model
 
         meta = {"fvt_version": __version__, "model_name": self.model_name, "model_kwargs": self.model_kwargs,
                 "classes": self.classes, "preprocessing": self.preprocessing,
@@ -71,6 +78,9 @@ class LoadedModel:
         meta.update({k: v for k, v in (("calibration", self.calibration), ("reject", self.reject)) if v})
         if self.task == "multilabel":  # outputs are read through a sigmoid per label, decided by the thresholds
             meta.update(task=self.task, outputs="sigmoid", thresholds=self.thresholds)
+        license_ = of_model(self.info)
+        if license_:
+            meta[LICENSE_KEY] = license_
         return meta
 
     @torch.no_grad()
@@ -106,11 +116,28 @@ def _device(name: str) -> torch.device:
     return resolve_device(name)
 
 
+def _single_export_in(path: Path) -> Path:
+    """A folder holding exactly one recorded export (``fvt export --output DIR/``) stands for that export."""
+    from .export_record import RECORD_SUFFIX
+
+    if not path.is_dir() or (path / "config.json").is_file() or path.suffix.lower() == ".mlpackage":
+        return path
+    records = sorted(path.glob("*" + RECORD_SUFFIX))
+    exports = [path / r.name[: -len(RECORD_SUFFIX)] for r in records]
+    exports = [e for e in exports if e.exists()]
+    return exports[0] if len(exports) == 1 else path
+
+
 def _check_exists(path: Path) -> None:
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir() and not ((path / "config.json").is_file() or path.suffix.lower() == ".mlpackage"):
+        from .export_record import RECORD_SUFFIX
+
+        exports = sorted(r.name[: -len(RECORD_SUFFIX)] for r in path.glob("*" + RECORD_SUFFIX))
         hint = " (did you mean RUN/best.pt?)" if (path / "best.pt").exists() else ""
+        if len(exports) > 1:
+            hint = f" (it holds {len(exports)} exports: {', '.join(exports[:4])}; name one)"
         raise CheckpointError(f"--checkpoint {path} is a folder; give a checkpoint file{hint}")
 
 
@@ -193,7 +220,7 @@ def load_fvt_checkpoint(path: Path, ckpt: dict, ema: Optional[bool], device: tor
         raise CheckpointError(f"{path} holds no EMA weights (trained with --no-ema); drop --ema")
     key = "state_dict_ema" if ema else "state_dict"
     model = _build(ckpt["model_name"], dict(ckpt.get("model_kwargs") or {}), ckpt[key], path).to(device)
-    info = {k: ckpt.get(k) for k in ("epoch", "step", "metrics", "config", "fvt_version")}
+    info = {k: ckpt.get(k) for k in ("epoch", "step", "metrics", "config", "fvt_version", "weights_license")}
     info["weights"] = "ema" if ema else "raw"
     info["weights_why"] = why
     return LoadedModel("fvt", list(ckpt["classes"]), dict(ckpt["preprocessing"]), ckpt["model_name"],
@@ -263,8 +290,8 @@ def load_safetensors(path: Path, model_name: Optional[str], device: torch.device
     model = _build(meta["model_name"], dict(meta.get("model_kwargs") or {}), state, path).to(device)
     return LoadedModel(kind, list(meta["classes"]), dict(meta["preprocessing"]), meta["model_name"],
                        dict(meta.get("model_kwargs") or {}), model=model, device=device,
-                       info={"weights": meta.get("weights", "raw")}, **trust_entries(meta),
-                       **task_fields(meta, len(meta["classes"]), path))
+                       info={"weights": meta.get("weights", "raw"), "weights_license": meta.get("weights_license")},
+                       **trust_entries(meta), **task_fields(meta, len(meta["classes"]), path))
 
 
 def load_timm_folder(folder: Path, device: torch.device) -> LoadedModel:
@@ -281,7 +308,8 @@ def load_export(path: Path, fmt: str, device: str) -> LoadedModel:
     runtime, meta = load_backend(path, fmt, device)
     return LoadedModel(fmt, list(meta["classes"]), dict(meta["preprocessing"]), meta.get("model_name"),
                        dict(meta.get("model_kwargs") or {}), model=runtime, backend=runtime.backend,
-                       info={"weights": meta.get("weights", "raw"), "precision": meta.get("precision", "fp32")},
+                       info={"weights": meta.get("weights", "raw"), "precision": meta.get("precision", "fp32"),
+                             "weights_license": meta.get("weights_license")},
                        **trust_entries(meta), **task_fields(meta, len(meta["classes"]), path))
 
 
@@ -303,8 +331,11 @@ def task_fields(d: dict, n_classes: int, path: Path) -> dict:
 def load_any(path: Union[str, Path], model_name: Optional[str] = None, ema: Optional[bool] = None,
              device: str = "auto") -> LoadedModel:
     """Load whatever ``path`` is (see the module docstring). ``ema``: None = the run's choice."""
-    path = resolve_checkpoint(path, model_name)
+    from .export_record import check_integrity
+
+    path = _single_export_in(resolve_checkpoint(path, model_name))
     _check_exists(path)
+    check_integrity(path)  # an export with a record: its files must be the ones fvt wrote
     loaded = _load(path, model_name, ema, device)
     loaded.info.setdefault("source", str(path))
     return loaded

@@ -52,8 +52,12 @@ def model_card(loaded: LoadedModel, source: Path) -> str:
     data = (cfg.get("data") or {}) if isinstance(cfg, dict) else {}
     train = (cfg.get("train") or {}) if isinstance(cfg, dict) else {}
     metrics = _metrics(loaded, source)
+    license_ = loaded.metadata().get("weights_license")
+    # the Hub's way to name a licence of its own: license other + license_name / license_link
+    front = ["license: other", "license_name: nvidia-source-code-license-nc",
+             f"license_link: {license_['url']}"] if license_ else []
     lines = [
-        "---", "library_name: timm", "tags:", "- image-classification", "- timm", "- fastervit", "---", "",
+        "---", "library_name: timm", *front, "tags:", "- image-classification", "- timm", "- fastervit", "---", "",
         f"# {loaded.model_name} fine-tuned with fvt", "",
         f"FasterViT image classifier (`{loaded.model_name}`, {sum(p.numel() for p in loaded.model.parameters()):,} "
         f"parameters), exported by fvt from `{source.name}` ({loaded.info.get('weights', 'raw')} weights).", "",
@@ -67,6 +71,9 @@ def model_card(loaded: LoadedModel, source: Path) -> str:
         "## Metrics", "",
     ]
     lines += [f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}" for k, v in metrics.items()] or ["- none recorded"]
+    if license_:
+        lines += ["", "## Licence", "", f"These weights were made from the {license_['weights']}, which are under the "
+                  f"{license_['name']} ({license_['url']}): {license_['note']}."]
     lines += ["", "## Usage", "", "```python", "import fvt  # registers the FasterViT variants with timm", "import timm", "",
               'model = timm.create_model("local-dir:PATH/TO/THIS/FOLDER", pretrained=True).eval()', "```", ""]
     return "\n".join(lines)

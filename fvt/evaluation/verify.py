@@ -1,12 +1,11 @@
 """An export checked against the PyTorch model it came from, on real images.
 
 fp32 exports must reproduce PyTorch's probabilities (max abs difference); fp16 / int8 exports
-are judged by top-1 agreement. The result is printed and written beside the export as JSON."""
+are judged by top-1 agreement. The result is printed and kept in the export's record
+(``fvt.evaluation.export_record``)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Iterable, Optional
 
 import numpy as np
@@ -50,19 +49,16 @@ def judge(result: dict, precision: str) -> Optional[str]:
     if precision != "fp32" and result["images"] >= 20 and result["top1_agreement"] < MIN_TOP1_AGREEMENT:
         return (f"top-1 agrees with PyTorch on only {100 * result['top1_agreement']:.1f}% of "
                 f"{result['images']} images (at least {100 * MIN_TOP1_AGREEMENT:.0f}% needed for "
-                f"{precision} exports); use a float export or another runtime's {precision}")
+                f"{precision} exports); {_advice(precision, result['images'])}")
     return None
 
 
-def report_path(export_path: Path) -> Path:
-    name = export_path.name[:-len(export_path.suffix)] if export_path.suffix else export_path.name
-    return export_path.parent / f"{name}.verify.json"
-
-
-def write_report(export_path: Path, result: dict) -> Path:
-    path = report_path(export_path)
-    path.write_text(json.dumps(result, indent=2))
-    return path
+def _advice(precision: str, images: int) -> str:
+    if precision != "int8":
+        return f"export in fp32, or use another runtime's {precision}"
+    # A lightly trained model scores its classes close together, so int8 rounding flips many top-1 picks.
+    return (f"calibrate on more images (--data DIR --check-images {max(4 * images, 256)}), train longer (a "
+            f"lightly trained model's close scores flip under int8 rounding), or export with --half (fp16)")
 
 
 def describe(result: dict) -> str:

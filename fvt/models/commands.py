@@ -86,8 +86,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--compile", action="store_true", help="Time torch.compile'd model.")
     parser.add_argument("--backend", metavar="LIST", help="Compare inference backends instead, comma-separated: "
-                        "torch, compile, onnxruntime[-int8], openvino[-fp16|-int8], tensorrt, official "
-                        "(latency p50/p90 at batch 1, throughput at --batch-size).")
+                        "torch, compile, torch-export, aoti, onnxruntime[-legacy|-int8], openvino[-fp16|-int8], "
+                        "torchscript, tensorrt, official (latency p50/p90 at batch 1, throughput at --batch-size).")
 
 
 def _run_backends(args: argparse.Namespace) -> int:

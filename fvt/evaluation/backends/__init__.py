@@ -3,8 +3,9 @@
 ``load_backend(path)`` returns a :class:`Runtime` for an exported file: an ``nn.Module``
 whose forward takes the fvt-preprocessed float batch (N, 3, H, W) and returns float32
 logits, plus the metadata (classes, preprocessing) the export carries. fvt eval / predict
-therefore run an ONNX, OpenVINO, TensorRT, CoreML or TorchScript file exactly as they run
-PyTorch weights (``fvt.evaluation.loading`` handles the PyTorch files themselves).
+therefore run an ONNX, OpenVINO, torch.export (.pt2), AOTInductor (.pt2), TensorRT, CoreML or
+TorchScript file exactly as they run PyTorch weights (``fvt.evaluation.loading`` handles the
+PyTorch files themselves).
 
 The heavy runtimes are optional extras; a missing one is one line naming the extra. What the
 backends share (``Runtime``, ``parse_meta``, ``META_KEY``, ``require``) is in ``backends.common``,
@@ -24,10 +25,15 @@ SUFFIX_FORMAT = {".onnx": "onnx", ".xml": "openvino", ".engine": "tensorrt", ".p
 
 
 def detect_format(path: Path) -> str:
-    """onnx | openvino | tensorrt | coreml | safetensors | timm-folder | torchscript | checkpoint."""
+    """onnx | openvino | torch-export | aoti | tensorrt | coreml | safetensors | timm-folder | torchscript
+    | checkpoint."""
     fmt = SUFFIX_FORMAT.get(path.suffix.lower())
     if fmt:
         return fmt
+    if path.suffix.lower() == ".pt2" and path.is_file():
+        from .torch_export import pt2_kind
+
+        return pt2_kind(path)
     if path.is_dir():
         return "timm-folder" if (path / "config.json").is_file() else "folder"
     import zipfile
@@ -54,6 +60,10 @@ def load_backend(path: Path, fmt: str, device: str = "auto") -> Tuple[Runtime, d
         from .coreml import load
     elif fmt == "torchscript":
         from .torchscript import load
+    elif fmt == "torch-export":
+        from .torch_export import load
+    elif fmt == "aoti":
+        from .aoti import load
     else:
         raise UsageError(f"{path}: no inference backend for format {fmt!r}")
     return load(path, device)

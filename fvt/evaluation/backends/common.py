@@ -15,7 +15,7 @@ from ...errors import CheckpointError
 
 META_KEY = "fvt"  # key of the JSON metadata in every export (ONNX props, safetensors header, ...)
 
-EXTRAS = {"onnx": "onnx", "onnxruntime": "onnx", "onnxslim": "onnx", "openvino": "openvino", "nncf": "openvino",
+EXTRAS = {"onnx": "onnx", "onnxruntime": "onnx", "onnxslim": "onnx", "onnxscript": "onnx", "openvino": "openvino", "nncf": "openvino",
           "coremltools": "coreml", "tensorrt": "tensorrt", "torch_tensorrt": "tensorrt"}
 
 

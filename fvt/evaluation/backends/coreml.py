@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import platform
-import warnings
 from pathlib import Path
 from typing import Tuple
 
 import torch
 
 from ...errors import CheckpointError, UsageError
+from ..quiet import third_party
 from .common import META_KEY, Runtime, parse_meta, require
 
 CAN_RUN = platform.system() == "Darwin"
@@ -20,12 +20,12 @@ NO_RUN_REASON = "coremltools runs models on macOS only; this is " + platform.sys
 
 def export(model: torch.nn.Module, meta: dict, out: Path, example: torch.Tensor, precision: str = "fp16") -> dict:
     """torch.export, convert to an ML program (fp16 or fp32 compute), store the metadata, check the spec."""
-    ct = require("coremltools", "CoreML export")
     if precision not in ("fp32", "fp16"):
         raise UsageError(f"CoreML export: precision {precision} is not supported; use fp32 or --half")
+    ct = _coremltools("CoreML export")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        # coremltools' progress bars and notes are held back; a failure is reported below, in one line
+        with third_party(replay=False):
             # torch.export rather than a TorchScript trace: coremltools cannot read the traced
             # graph's shape arithmetic with recent torch, the exported program converts cleanly.
             program = torch.export.export(model, (example[:1],)).run_decompositions({})
@@ -45,9 +45,16 @@ def export(model: torch.nn.Module, meta: dict, out: Path, example: torch.Tensor,
     return meta
 
 
+def _coremltools(why: str):
+    """coremltools, imported without its import-time notices (unsupported scikit-learn / torch versions,
+    "Failed to load _MLModelProxy" on every system but macOS), which say nothing about fvt's use of it."""
+    with third_party():
+        return require("coremltools", why)
+
+
 def check_spec(path: Path, input_shape, num_classes: int) -> None:
     """Reload the package and check its declared input shape, output and metadata."""
-    ct = require("coremltools", "reading a CoreML model")
+    ct = _coremltools("reading a CoreML model")
     spec = ct.utils.load_spec(str(path))
     meta = parse_meta(spec.description.metadata.userDefined.get(META_KEY), path)
     in_name, out_name = meta["coreml_io"]
@@ -60,7 +67,7 @@ def check_spec(path: Path, input_shape, num_classes: int) -> None:
 
 
 def load(path: Path, device: str = "auto") -> Tuple[Runtime, dict]:
-    ct = require("coremltools", "running a CoreML model")
+    ct = _coremltools("running a CoreML model")
     if not CAN_RUN:
         raise UsageError(f"cannot run {path.name} here: {NO_RUN_REASON}; score the ONNX or OpenVINO export instead")
     mlmodel = ct.models.MLModel(str(path))

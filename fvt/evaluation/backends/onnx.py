@@ -1,20 +1,20 @@
-"""ONNX: export (opset, dynamic axes, fp16, int8, simplification, normalisation inside the
-graph) and inference with onnxruntime."""
+"""ONNX: export (exporter, opset, dynamic axes, fp16, int8, simplification, normalisation inside the
+graph) and inference with onnxruntime. The graph itself comes from ``onnx_graph`` (the dynamo exporter,
+or the legacy one as its fallback)."""
 
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
-from typing import Iterable, Optional, Tuple
+from typing import Callable, Iterable, Optional, Tuple
 
 import numpy as np
 import torch
 
 from ...errors import CheckpointError, UsageError
+from ..formats import DEFAULT_OPSET
 from .common import META_KEY, Runtime, parse_meta, require
-
-DEFAULT_OPSET = 17
+from .onnx_graph import GraphCheck, write_graph
 
 
 class WithNormalize(torch.nn.Module):
@@ -23,6 +23,7 @@ class WithNormalize(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, mean, std):
         super().__init__()
         self.model = model
+        self.training = False  # an inference wrapper (exporters warn about modules in training mode)
         self.register_buffer("scale", 1.0 / (255.0 * torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)))
         self.register_buffer("shift", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
                              / torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
@@ -39,8 +40,10 @@ def session(path: Path, device: str = "cpu"):
     wanted = ["CPUExecutionProvider"]
     if device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
         wanted.insert(0, "CUDAExecutionProvider")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: graph-optimizer notes (e.g. fp16 MatMuls it cannot fold) are not
     try:
-        return ort.InferenceSession(str(path), providers=wanted)
+        return ort.InferenceSession(str(path), options, providers=wanted)
     except Exception as e:  # onnxruntime raises its own exception types for a bad file
         raise CheckpointError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
 
@@ -70,12 +73,21 @@ def _set_metadata(path: Path, meta: dict) -> None:
     onnx.save(proto, str(path))
 
 
-def trace(model: torch.nn.Module, example: torch.Tensor, out: Path, opset: int, dynamic_hw: bool) -> None:
-    axes = {0: "batch", 2: "height", 3: "width"} if dynamic_hw else {0: "batch"}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
-        torch.onnx.export(model, (example,), str(out), input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": axes, "logits": {0: "batch"}}, opset_version=opset, dynamo=False)
+def graph_check(meta: dict, check: Optional[Callable[[Runtime], Optional[str]]]) -> Optional[GraphCheck]:
+    """``check`` applied to a freshly written graph (no fvt metadata in it yet), run by onnxruntime."""
+    if check is None:
+        return None
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:  # the OpenVINO export may run without onnxruntime: its own check judges the result
+        return None
+
+    def run_graph(path: Path) -> Optional[str]:
+        sess = session(path, "cpu")
+        run = lambda a: sess.run(None, {"input": a})[0]  # noqa: E731
+        return check(Runtime("onnxruntime", run, meta, raw_rgb=meta.get("input") == "rgb255"))
+
+    return run_graph
 
 
 def _check_dynamic_hw(out: Path, example: torch.Tensor) -> None:
@@ -95,7 +107,10 @@ def simplify(path: Path) -> None:
     onnxslim = require("onnxslim", "--simplify")
     import onnx
 
-    onnx.save(onnxslim.slim(onnx.load(str(path))), str(path))
+    from ..quiet import third_party
+
+    with third_party():
+        onnx.save(onnxslim.slim(onnx.load(str(path))), str(path))
 
 
 def to_half(path: Path) -> None:
@@ -103,8 +118,9 @@ def to_half(path: Path) -> None:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    from ..quiet import third_party
+
+    with third_party():  # notes on values clamped to the fp16 range
         proto = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
     onnx.save(proto, str(path))
 
@@ -125,11 +141,14 @@ def to_int8(path: Path, mode: str, calibration: Optional[Iterable[np.ndarray]]) 
     on the fly) or ``static`` (QDQ, activation ranges from calibration images)."""
     from onnxruntime import quantization as q
 
+    from ..quiet import third_party
+
     tmp = path.with_name(path.stem + ".fp32.onnx")
     path.replace(tmp)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        # the quantizer logs a line per tensor it keeps per-tensor (LayerNorm weights) and advice to
+        # pre-process: held back unless quantization fails
+        with third_party():
             if mode == "dynamic":
                 q.quantize_dynamic(str(tmp), str(path), weight_type=q.QuantType.QInt8)
             else:
@@ -147,8 +166,10 @@ def to_int8(path: Path, mode: str, calibration: Optional[Iterable[np.ndarray]]) 
 
 def export(model: torch.nn.Module, meta: dict, out: Path, example: torch.Tensor, opset: int = DEFAULT_OPSET,
            dynamic: bool = False, half: bool = False, int8: Optional[str] = None, simplify_graph: bool = False,
-           with_normalize: bool = False, calibration=None) -> dict:
-    """Write ``out``; returns the metadata stored in it (precision and input convention included)."""
+           with_normalize: bool = False, calibration=None, exporter: str = "auto",
+           check: Optional[Callable[[Runtime], Optional[str]]] = None) -> dict:
+    """Write ``out``; returns the metadata stored in it (precision, input convention and exporter included).
+    ``check``: judges the fp32 graph run by onnxruntime (why it is wrong, or None) so ``auto`` can fall back."""
     require("onnx", "ONNX export")
     if half and int8:
         raise UsageError("--half and --int8 exclude each other; pick one precision")
@@ -161,7 +182,8 @@ def export(model: torch.nn.Module, meta: dict, out: Path, example: torch.Tensor,
         example = torch.from_numpy((example.numpy() * std + mean) * 255)
         if calibration is not None:
             calibration = ((a * std + mean) * 255 for a in calibration)
-    trace(model, example, out, opset, dynamic)
+    used, note = write_graph(model, example, out, opset, dynamic, exporter, graph_check(meta, check))
+    meta.update(exporter=used, **({"exporter_note": note} if note else {}))
     if dynamic:
         _check_dynamic_hw(out, example)
     if simplify_graph:

@@ -1,4 +1,4 @@
-"""OpenVINO IR (model.xml + model.bin): export through the ONNX graph (fp32, fp16 weights, or
+"""OpenVINO IR (NAME.xml + NAME.bin): export through the ONNX graph (fp32, fp16 weights, or
 int8 by NNCF post-training quantization with calibration images) and inference on the CPU."""
 
 from __future__ import annotations
@@ -40,18 +40,21 @@ def load(path: Path, device: str = "auto") -> Tuple[Runtime, dict]:
 def export(onnx_file: Path, meta: dict, out: Path, precision: str = "fp32",
            calibration: Optional[Iterable[np.ndarray]] = None) -> dict:
     """Convert an fp32 ONNX file (made by the caller) to IR at ``out`` (.xml, with .bin beside it)."""
+    from ..quiet import third_party
+
     ov = require("openvino", "OpenVINO export")
     model = ov.convert_model(str(onnx_file))
     if precision == "int8":
-        nncf = require("nncf", "OpenVINO int8 export")
         if calibration is None:
             raise UsageError("OpenVINO --int8 needs calibration images: pass --data DIR "
                              "(or export from a run whose validation split is present)")
         batches = list(calibration)
-        # NNCF's default (CNN) scheme, not model_type=TRANSFORMER: on FasterViT the transformer scheme
-        # (SmoothQuant and int8 attention matmuls) kept only 71% top-1 agreement with float32 on flowers,
-        # the default scheme 99% and the float top-1 (README, "Int8 accuracy on flowers").
-        model = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches))
+        with third_party():  # NNCF's import notices and progress bars
+            nncf = require("nncf", "OpenVINO int8 export")
+            # NNCF's default (CNN) scheme, not model_type=TRANSFORMER: on FasterViT the transformer scheme
+            # (SmoothQuant and int8 attention matmuls) kept only 71% top-1 agreement with float32 on flowers,
+            # the default scheme 99% and the float top-1 (README, "Int8 accuracy on flowers").
+            model = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches))
     meta = dict(meta, precision=precision, input=meta.get("input", "normalized"))
     model.set_rt_info(json.dumps(meta), [META_KEY])
     ov.save_model(model, str(out), compress_to_fp16=(precision == "fp16"))
@@ -59,10 +62,16 @@ def export(onnx_file: Path, meta: dict, out: Path, precision: str = "fp32",
 
 
 def export_from_torch(model: torch.nn.Module, meta: dict, out: Path, example: torch.Tensor, precision: str,
-                      calibration=None) -> dict:
-    from .onnx import DEFAULT_OPSET, trace
+                      calibration=None, exporter: str = "auto", check=None) -> dict:
+    """Through an fp32 ONNX graph (``onnx_graph``: the dynamo exporter, or the legacy one as fallback);
+    ``check`` judges that graph run by onnxruntime, where installed (see ``onnx.export``)."""
+    from ..formats import DEFAULT_OPSET
+    from .onnx import graph_check
+    from .onnx_graph import write_graph
 
     with tempfile.TemporaryDirectory() as tmp:
         onnx_file = Path(tmp) / "model.onnx"
-        trace(model, example, onnx_file, DEFAULT_OPSET, dynamic_hw=False)
+        used, note = write_graph(model, example, onnx_file, DEFAULT_OPSET, False, exporter,
+                                 graph_check(dict(meta, input="normalized"), check))
+        meta = dict(meta, exporter=used, **({"exporter_note": note} if note else {}))
         return export(onnx_file, meta, out, precision, calibration)
