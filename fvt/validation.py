@@ -55,7 +55,7 @@ def _cross_field_problems(cfg: Config) -> list:
     m = cfg.sched.decay_milestones
     if all(isinstance(x, (int, float)) for x in m) and list(m) != sorted(m):
         out.append(f"--decay-milestones {_show(m)}: list the epochs in increasing order")
-    from .data.channels import stats_problem
+    from .data.channel_stats import stats_problem
 
     stats = stats_problem(cfg.aug.mean, cfg.aug.std, cfg.model.in_chans)
     if stats:

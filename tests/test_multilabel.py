@@ -172,6 +172,10 @@ def test_thresholds_travel_with_exports_and_a_threshold_file_is_applied(tmp_path
     assert meta["task"] == "multilabel" and meta["outputs"] == "sigmoid" and meta["thresholds"] == [0.0, 1.0, 0.5]
     new = [1.0, float(np.median(probs[:, 1])), 0.0]
     sidecar.write_text(json.dumps(dict(meta, thresholds=new)))
+    # the export's record holds the sidecar's checksum: an edited sidecar is refused until its record goes
+    with pytest.raises(fvt.errors.CheckpointError, match="differs from what fvt exported"):
+        Classifier.from_checkpoint(tmp_path / "m.safetensors", device="cpu")
+    (tmp_path / "m.safetensors.verify.json").unlink()
     got = [p.labels for p in Classifier.from_checkpoint(tmp_path / "m.safetensors", device="cpu").predict(images)]
     assert got == [[c for c, q, t in zip(LABELS, row, new) if q >= t] for row in probs]
     sidecar.write_text(json.dumps(dict(meta, thresholds=[0.5, 0.5])))

@@ -34,6 +34,9 @@ def run(tmp_path_factory):
     data = make_folder(root / "data", classes=3, per_class=8)
     before = tree_digest(data)
     val = make_folder(root / "val", classes=3, per_class=17, seed=1)  # 51 images: enough to calibrate on
+    for i in range(4):  # mislabelled validation photos: the model is wrong on some, whatever it learnt, so the
+        src = val / f"class_{i % 3}" / f"img_{i}.png"  # temperature is fitted (not left at 1) and drawn
+        src.rename(val / f"class_{(i + 1) % 3}" / f"moved_{i}.png")
     relabel = root / "fixes.csv"
     relabel.write_text("path,new_label,issue\nclass_0/img_1.png,class_2,label_issue\nclass_1/img_2.png,drop,x\n"
                        f"{data / 'class_2' / 'img_3.png'},,\n")  # an absolute path; empty new_label: keep

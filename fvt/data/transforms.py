@@ -53,7 +53,7 @@ class Preprocessing:
     @classmethod
     def from_config(cls, cfg: Any, default_size: Optional[Sequence[int]] = None) -> "Preprocessing":
         """From a ``Config``: model.img_size (else ``default_size``, else 224) and the aug section."""
-        from .channels import channel_stats
+        from .channel_stats import channel_stats
 
         size = cfg.model.img_size or default_size or DEFAULT_INPUT_SIZE
         a = cfg.aug

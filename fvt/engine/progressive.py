@@ -74,7 +74,12 @@ def check_progressive(cfg) -> Optional[List[int]]:
     if not spec:
         return None
     start, end = parse_progressive(spec)
-    h, w = (list(cfg.model.img_size) * 2)[:2]
+    size = cfg.model.img_size
+    if size is None:  # checked before validate_config fills in the variant's own size
+        from ..models import model_info
+
+        size = list(model_info(cfg.model.model)["input_size"][1:])
+    h, w = (list(size) * 2)[:2]
     if h != w:
         raise UsageError(f"--progressive needs a square --img-size (got {h} {w})")
     ok = allowed_sizes(cfg.model.model, h, start, end, cfg.model.drop_path_rate)
