@@ -29,7 +29,8 @@ def build_data(cfg: Any, run_dir: Optional[Union[str, os.PathLike, Path]] = None
     if is_shard_spec(cfg.data.data):  # WebDataset shards written by `fvt data shard`: streamed, not scanned
         from .streaming import build_shard_data
 
-        return build_shard_data(cfg, preprocessing or Preprocessing.from_config(cfg, default_input_size), rank)
+        return build_shard_data(cfg, preprocessing or Preprocessing.from_config(cfg, default_input_size), rank,
+                                run_dir if write else None)
     from .pipeline import build_folder_data
 
     return build_folder_data(cfg, run_dir, rank, world_size, default_input_size, preprocessing, write)

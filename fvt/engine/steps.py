@@ -110,6 +110,8 @@ def train_one_epoch(p: StepParts, loader, state: TrainState, on_step: Callable[[
         batches += 1
         micro += 1
         final = micro == accum or batches == total_batches
+        if batch is not None and batch[0].shape[0] < 2:
+            batch = None  # files that failed to decode left one sample: BatchNorm cannot train on it
         if batch is not None:
             images, targets = batch[0].to(p.device, non_blocking=True), batch[1].to(p.device, non_blocking=True)
             if cfg.model.channels_last:

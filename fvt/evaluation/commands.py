@@ -91,7 +91,9 @@ def run_eval(args) -> int:
     parts = [f"top1 {rec['top1']:.2f}%"] + ([f"top5 {rec['top5']:.2f}%"] if "top5" in rec else [])
     parts += [f"loss {rec['loss']:.4f}", f"balanced acc {rec['balanced_accuracy']:.2f}%",
               f"AUC macro {rec['roc_auc_macro']:.4f}", f"ECE {rec['ece']:.4f}"]
-    print(f"{rec['num_samples']} images ({rec['backend']}): " + ", ".join(parts))
+    skipped = rec.get("skipped") or 0
+    note = f" ({skipped} more skipped: unreadable, each named above)" if skipped else ""
+    print(f"{rec['num_samples']} images{note} ({rec['backend']}): " + ", ".join(parts))
     out = Path(rec["_reports"][0]).parent
     print(f"wrote {out}/: metrics.json (top1 in percent), classification_report.txt, predictions.csv, figures")
     for r in rec["_reports"]:

@@ -71,11 +71,30 @@ def write_eval_outputs(out: Path, logits: np.ndarray, targets: np.ndarray, paths
     return record
 
 
-def _progress(loader, show: bool):
-    """tqdm.auto over the batches (a bar on a TTY / in notebooks, silent elsewhere); len() preserved."""
-    from tqdm.auto import tqdm
+class _Progress:
+    """The loader's batches with a tqdm.auto bar (on a TTY / in notebooks, silent elsewhere); len() preserved.
 
-    return tqdm(loader, desc="eval", unit="batch", disable=None if show else True, leave=False)
+    Not ``tqdm(loader)``: tqdm.auto's class makes an iterator of the loader when it is built and then
+    iterates the loader again, so every image was decoded twice (and a broken one reported twice)."""
+
+    def __init__(self, loader, show: bool):
+        self.loader, self.show = loader, show
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(self.loader), desc="eval", unit="batch", disable=None if self.show else True,
+                  leave=False) as bar:
+            for batch in self.loader:
+                yield batch
+                bar.update(1)
+
+
+def _progress(loader, show: bool):
+    return _Progress(loader, show)
 
 
 def evaluate_checkpoint(checkpoint: Union[str, Path], data: Optional[Union[str, Path]] = None,
@@ -135,9 +154,11 @@ def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, mod
         D.barrier()
         return None
     paths: List[str] = [str(dataset.paths[i]) for i in indices.tolist()]
+    skipped = max(0, len(dataset) - len(paths))  # files that failed to decode mid-run (each reported once)
     extra = {"checkpoint": str(checkpoint), "weights": weights, "backend": loaded.backend,
              "model_name": loaded.model_name, "epoch": loaded.info.get("epoch"),
-             "data": str(data) if data is not None else "run val split", "world_size": dist.world_size}
+             "data": str(data) if data is not None else "run val split", "world_size": dist.world_size,
+             "skipped": skipped}
     record = write_eval_outputs(out, logits.numpy(), targets.numpy(), paths, loaded.classes, extra)
     reports = [write_report(run_dir, out, out / "report.html")]
     if (run_dir / "config.yaml").is_file() and reports[0] != run_dir / "report.html":
