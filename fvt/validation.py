@@ -95,7 +95,8 @@ def validate_config(cfg: Config) -> Config:
     """Check every field against its declared range, then the cross-field and model checks.
 
     Raises one ``UsageError`` naming every bad flag and what would work. Fills the defaults
-    that depend on the model (``img_size``: the variant's own). Call before any work starts."""
+    that depend on the model (``img_size``: the variant's own) and on the run's length (the warm-up).
+    Call before any work starts."""
     problems = []
     for key, section in FIELD_SECTION.items():
         value = getattr(getattr(cfg, section), key)
@@ -106,4 +107,8 @@ def validate_config(cfg: Config) -> Config:
         problems += _model_problems(cfg)
     if problems:
         raise UsageError("; ".join(problems))
+    if cfg.sched.warmup_epochs is None:  # recorded as run, so config.yaml says what was trained
+        from .config.sections import default_warmup_epochs
+
+        cfg.sched.warmup_epochs = default_warmup_epochs(cfg.sched.epochs)
     return cfg

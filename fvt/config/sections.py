@@ -93,7 +93,8 @@ class OptimConfig:
 class SchedConfig:
     sched: str = opt("cosine", "LR schedule.", choices=("cosine", "step", "multistep", "plateau", "poly", "tanh", "none"))
     epochs: int = opt(30, "Total training epochs.", range="[1, inf)")
-    warmup_epochs: float = opt(3, "Linear warmup epochs.", range="[0, inf)")
+    warmup_epochs: Optional[float] = opt(None, "Linear warmup epochs. Default: 3, or a quarter of --epochs for "
+                                         "runs under 4 epochs (so that the lr reaches its peak).", range="[0, inf)")
     warmup_lr: float = opt(1e-6, "LR at the start of warmup.", range="[0, inf)")
     min_lr: float = opt(1e-6, "Floor of the schedule.", range="[0, inf)")
     decay_epochs: float = opt(30, "Step schedule: epochs between decays.", range="(0, inf)")
@@ -134,6 +135,11 @@ class DistillConfig:
     distill: str = opt("soft", "Distillation type.", choices=("soft", "hard"))
     distill_alpha: float = opt(0.5, "Weight of the distillation loss.", range="[0, 1]")
     distill_tau: float = opt(1.0, "Softmax temperature for soft distillation.", range="(0, inf)")
+
+
+def default_warmup_epochs(epochs: int) -> float:
+    """The warm-up when --warmup-epochs is not given: 3 epochs, or a quarter of a shorter run."""
+    return 3.0 if epochs >= 4 else epochs / 4
 
 
 SECTIONS = {

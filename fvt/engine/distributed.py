@@ -179,6 +179,20 @@ def _comm_device(t: torch.Tensor) -> torch.device:
     return torch.device("cpu")
 
 
+def broadcast_module_state(module: Optional[torch.nn.Module], src: int = 0) -> None:
+    """Give every rank ``src``'s weights and buffers of ``module``. DDP does this for the model it wraps;
+    a model's EMA copy, made before that from each rank's own random initialisation, needs it too:
+    otherwise every rank evaluates a different EMA, ema_val_* mixes them, and a resume (which gives every
+    rank rank 0's saved EMA) reports other numbers than the uninterrupted run."""
+    if module is None or not is_initialized() or get_world_size() < 2:
+        return
+    with torch.no_grad():
+        for t in module.state_dict().values():
+            buf = t.detach().to(_comm_device(t))
+            dist.broadcast(buf, src)
+            t.copy_(buf.to(t.device))
+
+
 def _all_reduce(value: torch.Tensor, op) -> torch.Tensor:
     t = value.detach().clone()  # a copy; the input is untouched
     if is_initialized():

@@ -39,7 +39,8 @@ figure{display:inline-block;margin:.5em;vertical-align:top}figure img{max-width:
 figcaption{font-size:.9em;color:#555;text-align:center}.kpi{display:inline-block;margin:.3em 1.2em .3em 0}
 .kpi b{font-size:1.4em;display:block}.muted{color:#777}
 table.facts td{text-align:left}table.facts td:first-child{font-weight:600;background:#f7f7f7}
-tr.weak td{background:#fde2e2}.gallery figure{width:180px}.gallery figcaption{text-align:left;word-break:break-all}
+tr.weak td{background:#fde2e2}.gallery figure{width:180px}.gallery img{width:160px;image-rendering:pixelated}
+.gallery figcaption{text-align:left;overflow-wrap:anywhere}
 .links a{margin-right:1em;white-space:nowrap}
 """
 
@@ -116,6 +117,9 @@ def _thumb(path: str) -> Optional[str]:
     except Exception:
         return None
     im.thumbnail((THUMB, THUMB))
+    if max(im.size) < THUMB:  # small training images (32 px) are enlarged to be seen, pixels kept sharp
+        scale = THUMB / max(im.size)
+        im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), resample=0)
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=85)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
