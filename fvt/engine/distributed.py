@@ -179,15 +179,24 @@ def _comm_device(t: torch.Tensor) -> torch.device:
     return torch.device("cpu")
 
 
-def broadcast_module_state(module: Optional[torch.nn.Module], src: int = 0) -> None:
-    """Give every rank ``src``'s weights and buffers of ``module``. DDP does this for the model it wraps;
-    a model's EMA copy, made before that from each rank's own random initialisation, needs it too:
-    otherwise every rank evaluates a different EMA, ema_val_* mixes them, and a resume (which gives every
-    rank rank 0's saved EMA) reports other numbers than the uninterrupted run."""
-    if module is None or not is_initialized() or get_world_size() < 2:
+def sync_for_evaluation(model: torch.nn.Module, ema: Optional[torch.nn.Module]) -> None:
+    """Before a distributed evaluation, give every rank rank 0's model buffers and EMA (what last.pt saves).
+
+    DDP keeps the parameters equal, but each rank's BatchNorm statistics end a step on its own batch, and
+    the EMA was copied from each rank's own random initialisation and follows those statistics. Evaluated
+    as they were, the ranks measured different models and val_* / ema_val_* mixed them, so a resumed run
+    (every rank loading rank 0's saved state) reported other numbers than the uninterrupted one. Training is
+    unchanged: DDP broadcasts rank 0's buffers before every forward anyway."""
+    if not is_initialized() or get_world_size() < 2:
         return
+    _broadcast([b for _, b in model.named_buffers()])
+    if ema is not None:
+        _broadcast(list(ema.state_dict().values()))
+
+
+def _broadcast(tensors, src: int = 0) -> None:
     with torch.no_grad():
-        for t in module.state_dict().values():
+        for t in tensors:
             buf = t.detach().to(_comm_device(t))
             dist.broadcast(buf, src)
             t.copy_(buf.to(t.device))

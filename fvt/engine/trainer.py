@@ -234,7 +234,6 @@ def _wrap_model(run: Run) -> None:
         ids = [dist.device.index] if dist.device.type == "cuda" else None
         run.model = torch.nn.parallel.DistributedDataParallel(
             run.model, device_ids=ids, find_unused_parameters=cfg.model.freeze_epochs > 0)  # frozen head-only epochs
-        D.broadcast_module_state(run.ema.module if run.ema is not None else None)  # DDP synced the model only
     preproc = run.data.preprocessing
     mean = torch.tensor(preproc.mean, device=dist.device).view(1, -1, 1, 1)
     std = torch.tensor(preproc.std, device=dist.device).view(1, -1, 1, 1)
@@ -321,6 +320,7 @@ def _train_epoch(run: Run):
 def _evaluate(run: Run) -> dict:
     """Validation metrics of the model (val_*) and of its EMA (ema_val_*)."""
     dist, out = run.dist, {}
+    D.sync_for_evaluation(run.core, run.ema.module if run.ema else None)  # every rank evaluates rank 0's
     for prefix, net in (("", run.model if not dist.distributed else run.core),
                         ("ema_", run.ema.module if run.ema else None)):
         if net is None:
