@@ -30,9 +30,18 @@ PathLike = Union[str, Path]
 @contextlib.contextmanager
 def sigint_deferred():
     """Hold Ctrl-C until the block ends, then raise KeyboardInterrupt: an interrupt inside torch.save
-    would otherwise surface as the zip writer's own error instead of a clean stop."""
+    would otherwise surface as the zip writer's own error instead of a clean stop. Inside a training the
+    run's guard holds it instead (fvt.engine.interrupts), so that a write inside a longer held moment
+    (an epoch's closing) does not end that moment half done."""
     if threading.current_thread() is not threading.main_thread():
         yield
+        return
+    from .interrupts import active
+
+    guard = active()
+    if guard.installed:
+        with guard.held():
+            yield
         return
     caught = []
     previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))

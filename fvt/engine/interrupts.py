@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from typing import Optional
 
@@ -33,12 +34,14 @@ class InterruptGuard:
         self.seen = False       # any Ctrl-C arrived (whether or not it surfaced as KeyboardInterrupt)
         self.torn = False       # a second Ctrl-C stopped a held region in the middle
         self._previous = None
+        self._unraisable = None
 
     # -- installation --------------------------------------------------------------------------------
     def __enter__(self) -> "InterruptGuard":
         global _ACTIVE
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+            self._unraisable, sys.unraisablehook = sys.unraisablehook, self._on_unraisable
             _ACTIVE = self
         return self
 
@@ -46,9 +49,21 @@ class InterruptGuard:
         global _ACTIVE
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+            sys.unraisablehook = self._unraisable
             self._previous = None
         if _ACTIVE is self:
             _ACTIVE = None
+
+    @property
+    def installed(self) -> bool:
+        return self._previous is not None
+
+    def _on_unraisable(self, info) -> None:
+        # A Ctrl-C that landed in a garbage-collection callback cannot propagate: Python would print it as a
+        # traceback and drop it. The guard has noted it (``seen``): the run stops at its next check instead.
+        if info.exc_type is KeyboardInterrupt and self.seen:
+            return
+        self._unraisable(info)
 
     def _on_sigint(self, signum, frame) -> None:
         # no I/O here: the signal may have interrupted a write to the same stream
@@ -89,6 +104,10 @@ class InterruptGuard:
         self.torn = self.torn or self.holds > 0
         return self
 
+    def acknowledge(self) -> None:
+        self.seen = self.pending = self.torn = False
+        self.holds = 0
+
     def check(self) -> None:
         """Stop now if a Ctrl-C arrived that no KeyboardInterrupt carried out (a library swallowed it)."""
         if self.seen and self.holds == 0:
@@ -119,7 +138,9 @@ def stop_interrupted(run, guard: InterruptGuard, folder) -> dict:
 
     s, last = run.state, run.run_dir / "last.pt"
     trained = run.loop_start is not None and s.step > run.loop_start[1]
-    if guard.torn:
+    torn = guard.torn
+    guard.acknowledge()  # this Ctrl-C is being handled: a new one during the save below stops after it
+    if torn:
         kept = f"{last} ({run.last_saved}) is kept" if run.last_saved and last.is_file() else "no last.pt was written"
         note = f"interrupted twice, in the middle of step {s.step + 1}: nothing saved; {kept}"
     elif trained:
