@@ -100,10 +100,11 @@ def test_one_numpy_image_is_one_prediction_like_classifier(setup):
     assert got[0].label == ref[0].label and got[0].prob == pytest.approx(ref[0].prob)
     # the same image as a file gives the same probabilities (uint8 in, PNG is lossless)
     assert fvt.predict(ck, [a, a.astype(np.float32) / 255.0]).labels() == [ref[0].label] * 2
-    assert len(fvt.predict(ck, np.stack([a, a]))) == 2  # a 4-D array is a batch
+    clf = fvt.Classifier.from_checkpoint(ck)
+    assert len(clf.predict(np.stack([a, a]))) == 2  # a 4-D array is a batch
     expect_error(UsageError, fvt.predict, ck, a.astype(np.float32), match=r"0\.\.1")  # 0..255 floats
-    expect_error(UsageError, fvt.predict, ck, a.astype(np.float32) - 300, match=r"0\.\.1")
-    expect_error(UsageError, fvt.predict, ck, a.astype(np.int64) * 1000, match=r"0\.\.255")
+    expect_error(UsageError, clf.predict, a.astype(np.float32) - 300, match=r"0\.\.1")
+    expect_error(UsageError, clf.predict, a.astype(np.int64) * 1000, match=r"0\.\.255")
 
 
 # -- R6: in-memory images get the same bounds as files -------------------------------------------------------

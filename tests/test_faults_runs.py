@@ -158,12 +158,12 @@ def test_disk_full_before_the_first_last_pt_advises_a_command_that_works(data, t
     out = tmp_path / "run"
     monkeypatch.setattr(ck.torch, "save", full)
     with pytest.raises(OutputError) as e:
-        fvt.train(_cfg(data, out))
+        fvt.train(_cfg(data, out, save_every_steps=1))  # the first last.pt, at step 1
     msg = str(e.value)
     assert "--resume auto" not in msg and "--exist-ok" in msg and "\n" not in msg, msg
     monkeypatch.setattr(ck.torch, "save", real)
-    run = fvt.train(_cfg(data, out, exist_ok=True))  # the advice, followed
-    assert run.stopped_by == "epochs" and run.last_checkpoint is not None
+    run = fvt.train(_cfg(data, out, exist_ok=True, max_steps=1))  # the advice, followed
+    assert run.stopped_by == "max_steps" and run.last_checkpoint is not None
 
 
 # -- R23: --lr inf -------------------------------------------------------------------------------------------------
@@ -184,7 +184,7 @@ def test_infinite_values_are_refused_like_nan(capsys):
 def test_closing_lines_suggest_the_runs_own_split_and_say_why_it_stopped(data, tmp_path, capsys):
     import fvt
 
-    run = fvt.train(_cfg(data, tmp_path / "run", epochs=2))
+    run = fvt.train(_cfg(data, tmp_path / "run", epochs=1))
     out = capsys.readouterr().out
     best = run.best_checkpoint
     assert f"next: fvt eval --checkpoint {best}\n" in out, out  # no --data: the run's validation split

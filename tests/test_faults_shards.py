@@ -227,6 +227,7 @@ def test_a_remote_shard_cut_short_is_reported_once_and_the_epoch_keeps_its_lengt
 
 
 # -- end to end: the commands ------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_train_and_eval_on_hostile_shards_exit_0_and_name_each_bad_sample(tmp_path):
     """The reported tracebacks: fvt train and fvt eval on shards holding labels 7, -1, abc and ../../x.jpg."""
     out = make_shards(tmp_path, per_class=6)

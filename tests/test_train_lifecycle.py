@@ -160,10 +160,10 @@ def test_second_live_run_into_the_same_folder_is_refused(data, tmp_path, capsys)
     try:
         rc, cap = _train(data, out, "--epochs", "1", "--resume", "auto", capsys=capsys)
         assert rc == 2 and "in use by another fvt run" in cap.err
-        assert sorted(p.name for p in out.iterdir()) == [".fvt.lock"]
+        assert sorted(p.name for p in out.iterdir()) == [".fvt-run", ".fvt.lock"]  # the live run's marker and lock
     finally:
         holder.close()
-    assert list(out.iterdir()) == []  # the lock file goes with the run
+    assert [p.name for p in out.iterdir()] == [".fvt-run"]  # the lock file goes with the run
 
 
 def test_output_that_is_a_file_is_one_line(data, tmp_path, capsys):
@@ -185,7 +185,7 @@ def test_stale_checkpoint_temporaries_are_cleaned_on_start(tmp_path):
         (tmp_path / name).write_text("x")
     logged = []
     RunFolder(tmp_path).open(log=logged.append).close()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".fvt-run", "last.pt"]  # (the run's marker)
     assert "removed 3 temporary file(s)" in logged[0]
 
 
