@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
+from .arguments import shown
 from .config import Config, FIELD_SECTION
 from .errors import DataError, UsageError
 from .runtime import tune_allocator
@@ -79,7 +80,7 @@ def _layer(base: Config, config, options: dict) -> Config:
     import os
 
     if config is not None and not isinstance(config, (Config, dict, str, os.PathLike)):
-        raise UsageError(f"fvt.train(config={config!r}): give a YAML file path, a dict or a fvt.Config")
+        raise UsageError(f"fvt.train(config={shown(config)}): give a YAML file path, a dict or a fvt.Config")
     if isinstance(config, Config):
         import copy
 
@@ -140,16 +141,17 @@ def train(config: Union[None, PathLike, Config, dict] = None, *,
 def _check_callbacks(on_step, on_epoch_end, callbacks) -> None:
     for name, fn in (("on_step", on_step), ("on_epoch_end", on_epoch_end)):
         if fn is not None and not callable(fn):
-            raise UsageError(f"fvt.train({name}={fn!r}): give a function taking one dict (or leave it out)")
+            raise UsageError(f"fvt.train({name}={shown(fn)}): give a function taking one dict (or leave it out)")
     if callbacks is None:
         return
     if not isinstance(callbacks, (list, tuple)):
-        raise UsageError(f"fvt.train(callbacks={callbacks!r}): give a list of objects with on_step / on_epoch_end")
+        raise UsageError(f"fvt.train(callbacks={shown(callbacks)}): give a list of objects with on_step / "
+                         "on_epoch_end")
     for cb in callbacks:
         hooks = [getattr(cb, h, None) for h in ("on_step", "on_epoch_end")]
         if not any(callable(h) for h in hooks) or any(h is not None and not callable(h) for h in hooks):
-            raise UsageError(f"fvt.train(callbacks=[..., {cb!r}, ...]): each callback needs a method on_step(record) "
-                             "and/or on_epoch_end(row)")
+            raise UsageError(f"fvt.train(callbacks=[..., {shown(cb)}, ...]): each callback needs a method "
+                             "on_step(record) and/or on_epoch_end(row)")
 
 
 def _require_path(function: str, checkpoint) -> None:
@@ -192,7 +194,7 @@ def evaluate(checkpoint: PathLike, data: Optional[PathLike] = None, *, output: O
     check_arguments("fvt.evaluate", data=data, output=output, ema=ema, batch_size=batch_size, device=device,
                     workers=workers)
     if log is not None and not callable(log):
-        raise UsageError(f"fvt.evaluate(log={log!r}): give a function taking one str (or leave it out)")
+        raise UsageError(f"fvt.evaluate(log={shown(log)}): give a function taking one str (or leave it out)")
     tune_allocator()  # as the commands do (fvt/runtime.py)
 
     rec = evaluate_checkpoint(checkpoint, data, output, **_given(ema=ema, batch_size=batch_size, device=device,

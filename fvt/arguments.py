@@ -14,8 +14,9 @@ from typing import Any
 from .config.fields import Range
 from .errors import UsageError
 
-INTEGERS = {"batch_size": "[1, inf)", "workers": "[0, 256]", "topk": "[1, inf)", "num_classes": "[1, inf)",
+INTEGERS = {"batch_size": "[1, inf)", "workers": "[0, 256]", "topk": "[1, inf)", "num_classes": "[1, 1000000]",
             "in_chans": "[1, 64]"}
+NUMBERS = {"drop_path_rate": "[0, 1)", "drop_rate": "[0, 1)"}  # as --drop-path-rate, --drop-rate
 PATHS = ("checkpoint", "data", "output", "path")
 STRINGS = ("device", "model", "format", "model_name")
 BOOLEANS = ("ema", "progress", "pretrained_raw")
@@ -28,6 +29,10 @@ def argument_problem(name: str, value: Any) -> str:
         rng = Range.parse(INTEGERS[name])
         if isinstance(value, bool) or not isinstance(value, int) or value not in rng:
             return f"give an integer in {rng}"
+    elif name in NUMBERS:
+        rng = Range.parse(NUMBERS[name])
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value not in rng:
+            return f"give a number in {rng}"
     elif name in PATHS:
         if not isinstance(value, (str, os.PathLike)):
             return "give a path (str or pathlib.Path)"
@@ -45,10 +50,15 @@ def argument_problem(name: str, value: Any) -> str:
     return ""
 
 
+def shown(value: Any) -> str:
+    """A value as an error message shows it: its repr when short and on one line, else its type."""
+    text = repr(value)
+    return text if len(text) <= 60 and "\n" not in text else f"<{type(value).__name__}>"
+
+
 def check_arguments(function: str, **values: Any) -> None:
     """Raise one UsageError for the first bad argument; None means "not given" and passes."""
     for name, value in values.items():
         problem = "" if value is None else argument_problem(name, value)
         if problem:
-            shown = repr(value) if len(repr(value)) <= 60 else f"<{type(value).__name__}>"
-            raise UsageError(f"{function}({name}={shown}): {problem}")
+            raise UsageError(f"{function}({name}={shown(value)}): {problem}")

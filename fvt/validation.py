@@ -35,7 +35,7 @@ def field_problems(key: str, value: Any) -> list:
         if length and not length[0] <= len(value) <= length[1]:
             n = str(length[0]) if length[0] == length[1] else f"{length[0]} to {length[1]}"
             problems.append(f"takes {n} values, got {len(value)}")
-        for v in dict.fromkeys(value):  # each distinct bad item once
+        for v in {repr(x): x for x in value}.values():  # each distinct bad item once (by repr: items may not hash)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or (item is int and not float(v).is_integer()):
                 problems.append(f"{v!r} is not {'an integer' if item is int else 'a number'}")
             elif rng is not None and v not in rng:

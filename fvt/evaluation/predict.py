@@ -22,6 +22,7 @@ from PIL import Image
 from ..data import expand_image_paths
 from ..data.decode import ImageDecodeError, geometry_problem, image_problem, load_image
 from ..data.transforms import Preprocessing, eval_transform
+from ..arguments import shown
 from ..errors import CheckpointError, DataError, UsageError
 from ..runtime import tune_allocator
 from .loading import LoadedModel, load_any
@@ -90,8 +91,7 @@ def split_inputs(images, function: str = "predict") -> list:
     input; a 4-D array or tensor and a list or tuple are several. Anything else is a UsageError naming
     what is accepted."""
     if images is None or isinstance(images, (bytes, dict, set)) or isinstance(images, (int, float, bool)):
-        raise UsageError(f"{function}: cannot predict {type(images).__name__} {images!r:.40}: give {ACCEPTED}, "
-                         f"or a list of them")
+        raise UsageError(f"{function}: cannot predict {shown(images)}: give {ACCEPTED}, or a list of them")
     if isinstance(images, (str, Path, Image.Image)):
         return [images]
     if isinstance(images, (np.ndarray, torch.Tensor)):
@@ -138,7 +138,8 @@ class Classifier:
 
     @classmethod
     def from_checkpoint(cls, path: Union[str, Path], model: Optional[str] = None, ema: Optional[bool] = None,
-                        device: str = "auto", batch_size: int = 32, workers: int = 0) -> "Classifier":
+                        device: Optional[str] = "auto", batch_size: Optional[int] = 32,
+                        workers: Optional[int] = 0) -> "Classifier":
         """Any file fvt loads (checkpoint, safetensors, ONNX, OpenVINO, ...); an official
         checkpoint needs ``model=NAME``. ``ema``: None = the weights the run selected. Tunes the process's
         allocator as fvt's commands do (:mod:`fvt.runtime`)."""
@@ -149,7 +150,8 @@ class Classifier:
         check_arguments("Classifier.from_checkpoint", path=path, model=model, ema=ema, device=device,
                         batch_size=batch_size, workers=workers)
         tune_allocator()
-        return cls(load_any(path, model_name=model, ema=ema, device=device), batch_size, workers)
+        return cls(load_any(path, model_name=model, ema=ema, device=device or "auto"),
+                   32 if batch_size is None else batch_size, workers or 0)
 
     def _logits(self, batch: torch.Tensor) -> np.ndarray:
         from ..engine.evaluate import autocast_context
