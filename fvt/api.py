@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
+from .arguments import shown
 from .config import Config, FIELD_SECTION
 from .errors import DataError, UsageError
 from .runtime import tune_allocator
@@ -77,6 +78,10 @@ def build_config(config: Union[None, PathLike, Config, dict] = None, **options: 
 
 
 def _layer(base: Config, config, options: dict) -> Config:
+    import os
+
+    if config is not None and not isinstance(config, (Config, dict, str, os.PathLike)):
+        raise UsageError(f"fvt.train(config={shown(config)}): give a YAML file path, a dict or a fvt.Config")
     if isinstance(config, Config):
         import copy
 
@@ -110,12 +115,13 @@ def train(config: Union[None, PathLike, Config, dict] = None, *,
 
     ``config``: a recipe name (``"finetune"``) or a YAML file (as ``--config``), a dict or a Config;
     ``options`` override it.
-    ``on_step(record)`` is called every ``log_every`` optimizer steps (step, epoch, loss, lr,
-    img_per_s); ``on_epoch_end(row)`` after each epoch with its metrics.csv row. ``callbacks``:
+    ``on_step(record)`` is called after every optimizer step (step, epoch, loss, lr, img_per_s;
+    ``log_every`` only spaces the log lines); ``on_epoch_end(row)`` after each epoch with its metrics.csv row. ``callbacks``:
     objects with either method, for code that embeds fvt. An exception in a callback ends the run.
     Ctrl-C saves last.pt and returns with ``stopped_by == "interrupted"``."""
     from .engine.trainer import BEST_KEYS, train as run_training
 
+    _check_callbacks(on_step, on_epoch_end, callbacks)  # before any work, not after the data scan
     tune_allocator()  # as the commands do (fvt/runtime.py)
 
     if options.get("time") not in (None, "none") and "epochs" in options:
@@ -138,6 +144,30 @@ def train(config: Union[None, PathLike, Config, dict] = None, *,
                        metrics=dict(summary.get("metrics") or {}), history=adapter.history, config=cfg,
                        best_checkpoint=existing("best.pt"), last_checkpoint=existing("last.pt"),
                        report=existing("report.html"))
+
+
+def _check_callbacks(on_step, on_epoch_end, callbacks) -> None:
+    for name, fn in (("on_step", on_step), ("on_epoch_end", on_epoch_end)):
+        if fn is not None and not callable(fn):
+            raise UsageError(f"fvt.train({name}={shown(fn)}): give a function taking one dict (or leave it out)")
+    if callbacks is None:
+        return
+    if not isinstance(callbacks, (list, tuple)):
+        raise UsageError(f"fvt.train(callbacks={shown(callbacks)}): give a list of objects with on_step / "
+                         "on_epoch_end")
+    for cb in callbacks:
+        hooks = [getattr(cb, h, None) for h in ("on_step", "on_epoch_end")]
+        if not any(callable(h) for h in hooks) or any(h is not None and not callable(h) for h in hooks):
+            raise UsageError(f"fvt.train(callbacks=[..., {shown(cb)}, ...]): each callback needs a method "
+                             "on_step(record) and/or on_epoch_end(row)")
+
+
+def _require_path(function: str, checkpoint) -> None:
+    from .arguments import check_arguments
+
+    if checkpoint is None:
+        raise UsageError(f"{function}(checkpoint=None): give the checkpoint or export file to use")
+    check_arguments(function, checkpoint=checkpoint)
 
 
 # -- evaluate ----------------------------------------------------------------------------
@@ -171,7 +201,13 @@ def evaluate(checkpoint: PathLike, data: Optional[PathLike] = None, *, output: O
     none|flip|crops; ``knn``: also a K-NN check on embeddings (``metrics["knn_top1"]`` / ``["knn_map"]``).
     A multi-label model's scores are in ``metrics`` (map_macro, f1_macro, subset_accuracy, ...)."""
     from .evaluation.evaluate import evaluate_checkpoint
+    from .arguments import check_arguments
 
+    _require_path("fvt.evaluate", checkpoint)
+    check_arguments("fvt.evaluate", data=data, output=output, ema=ema, batch_size=batch_size, device=device,
+                    workers=workers)
+    if log is not None and not callable(log):
+        raise UsageError(f"fvt.evaluate(log={shown(log)}): give a function taking one str (or leave it out)")
     tune_allocator()  # as the commands do (fvt/runtime.py)
 
     rec = evaluate_checkpoint(checkpoint, data, output, **_given(ema=ema, batch_size=batch_size, device=device,
@@ -214,14 +250,18 @@ def predict(checkpoint: PathLike, images: Any, *, topk: int = 5, model: Optional
             ema: Optional[bool] = None, device: Optional[str] = None, batch_size: Optional[int] = None,
             reject: Union[None, str, float] = None, target_precision: Optional[float] = None,
             tta: Optional[str] = None) -> PredictResult:
-    """Classify like ``fvt predict``: ``images`` are files, folders, globs (str/Path), PIL images or
-    tensors, one or a list. Unreadable files are listed in ``failed``; DataError if none is usable.
-    Probabilities are calibrated with the run's temperature; ``reject`` ("auto" or a probability, as
-    ``fvt predict --reject``) labels unsure answers "unknown". ``tta``: none|flip|crops. A multi-label
-    model's predictions carry ``labels`` (the predicted set) and ``probs`` (every label)."""
-    from .evaluation.predict import Classifier, check_topk, expand_paths
+    """Classify like ``fvt predict``: ``images`` are files, folders, globs (str/Path), PIL images, numpy
+    arrays or tensors (as :class:`fvt.Classifier` takes them), one or a list. Unreadable inputs are listed
+    in ``failed``; DataError if none is usable. Probabilities are calibrated with the run's temperature;
+    ``reject`` ("auto" or a probability, as ``fvt predict --reject``) labels unsure answers "unknown".
+    ``tta``: none|flip|crops. A multi-label model's predictions carry ``labels`` (the predicted set) and
+    ``probs`` (every label)."""
+    from .evaluation.predict import Classifier, check_topk, expand_paths, split_inputs
+    from .arguments import check_arguments
 
-    items = _as_list(images)
+    _require_path("fvt.predict", checkpoint)
+    check_arguments("fvt.predict", topk=topk, model=model, ema=ema, device=device, batch_size=batch_size)
+    items = split_inputs(images, "fvt.predict")
     if not items:
         raise DataError("nothing to predict: no image given")
     unmatched: List[str] = []
@@ -239,16 +279,6 @@ def predict(checkpoint: PathLike, images: Any, *, topk: int = 5, model: Optional
         raise DataError(f"none of the {len(items)} input(s) could be read; first: {failed[0][0]}: {failed[0][1]}")
     failed = [(pat, "no image file matches") for pat in unmatched] + list(failed)
     return PredictResult(clf.to_predictions(names, probs, k), failed, list(clf.classes))
-
-
-def _as_list(images: Any) -> list:
-    """One input (path, PIL image, tensor) or any iterable of them -> a list."""
-    import torch
-    from PIL import Image
-
-    if isinstance(images, (str, Path, Image.Image, torch.Tensor)):
-        return [images]
-    return list(images)
 
 
 # -- export ------------------------------------------------------------------------------
@@ -272,7 +302,10 @@ def export(checkpoint: PathLike, format: str = "onnx", *, output: Optional[PathL
     from .evaluation.export_output import plan_output
     from .evaluation.formats import FORMATS
     from .evaluation.loading import load_any
+    from .arguments import check_arguments
 
+    _require_path("fvt.export", checkpoint)
+    check_arguments("fvt.export", format=format, output=output, ema=ema, model=model)
     if format not in FORMATS:
         raise UsageError(f"format={format!r}: use one of {', '.join(FORMATS)}")
     ckpt = Path(checkpoint).expanduser()
@@ -308,13 +341,17 @@ def embed(checkpoint: PathLike, images: Any, *, stage: Optional[int] = None, dev
     from .evaluation.embeddings import embed_dataset
     from .evaluation.loading import load_any
 
+    _require_path("fvt.embed", checkpoint)
+    items = [images] if isinstance(images, (str, Path)) else images
+    if not isinstance(items, (list, tuple)) or not items or not all(isinstance(x, (str, Path)) for x in items):
+        raise UsageError("fvt.embed: give image files, folders or globs (a path or a list of paths)")
     tune_allocator()
     loaded = load_any(checkpoint, **_given(model_name=model, ema=ema), device=device or "auto")
     if not loaded.is_torch:
         raise UsageError(f"fvt.embed needs PyTorch weights; {checkpoint} is a {loaded.kind} export")
     net = loaded.model if stage is None else StageFeatures(loaded.model, stage)
     pre = Preprocessing.from_dict(loaded.preprocessing)
-    paths, labels, _ = list_images([str(x) for x in _as_list(images)])
+    paths, labels, _ = list_images([str(x) for x in items])
     ds = ImageDataset([(p, 0) for p in paths], ["?"], None, None, pre.min_decode_size, pre.channels)
     x = embed_dataset(net, ds, pre, cache=cache, batch_size=batch_size, workers=workers, device=loaded.device,
                       progress=False)

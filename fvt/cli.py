@@ -94,6 +94,14 @@ def build_parser(only: str | None = None) -> tuple[ArgumentParser, ArgumentParse
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:  # a Ctrl-C while the command's modules are still being imported is exit 130 too, not a traceback
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("fvt: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser, sub = build_parser(command if command in COMMANDS else None)

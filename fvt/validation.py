@@ -35,7 +35,7 @@ def field_problems(key: str, value: Any) -> list:
         if length and not length[0] <= len(value) <= length[1]:
             n = str(length[0]) if length[0] == length[1] else f"{length[0]} to {length[1]}"
             problems.append(f"takes {n} values, got {len(value)}")
-        for v in dict.fromkeys(value):  # each distinct bad item once
+        for v in {repr(x): x for x in value}.values():  # each distinct bad item once (by repr: items may not hash)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or (item is int and not float(v).is_integer()):
                 problems.append(f"{v!r} is not {'an integer' if item is int else 'a number'}")
             elif rng is not None and v not in rng:
@@ -115,8 +115,9 @@ def validate_config(cfg: Config, model_checks: bool = True) -> Config:
     then (``model_checks``) what needs torch and timm: the input size and the auto-augment policy.
 
     Raises one ``UsageError`` naming every bad flag and what would work. Fills the defaults
-    that depend on the model (``img_size``: the variant's own). Call before any work starts;
-    ``model_checks=False`` imports no torch (the command line checks that way first)."""
+    that depend on the model (``img_size``: the variant's own) and on the run's length (the warm-up).
+    Call before any work starts; ``model_checks=False`` imports no torch (the command line checks that
+    way first)."""
     problems = []
     for key, section in FIELD_SECTION.items():
         value = getattr(getattr(cfg, section), key)
@@ -129,4 +130,8 @@ def validate_config(cfg: Config, model_checks: bool = True) -> Config:
         problems += _model_problems(cfg)
     if problems:
         raise UsageError("; ".join(problems))
+    if cfg.sched.warmup_epochs is None:  # recorded as run, so config.yaml says what was trained
+        from .config.sections import default_warmup_epochs
+
+        cfg.sched.warmup_epochs = default_warmup_epochs(cfg.sched.epochs)
     return cfg

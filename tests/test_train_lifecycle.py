@@ -71,13 +71,21 @@ def test_non_empty_output_is_refused_and_left_untouched(data, tmp_path, capsys):
 
 
 def test_exist_ok_removes_only_the_earlier_runs_files(tmp_path):
+    import torch
+
+    from fvt.engine.provenance import write_marker
     from fvt.engine.rundir import RunFolder
 
-    for name in ("best.pt", "best-2.pt", "metrics.csv", "log.jsonl", "events.out.tfevents.1.host", "notes.txt"):
+    write_marker(tmp_path / ".fvt-run")  # an earlier fvt run was here
+    for name in ("best.pt", "best-2.pt"):
+        torch.save({"fvt_version": "0.1.0", "model_name": "m", "state_dict": {}}, tmp_path / name)
+    (tmp_path / "metrics.csv").write_text("epoch,val_top1\n1,50\n")
+    (tmp_path / "log.jsonl").write_text('{"time": 1, "kind": "start"}\n')
+    for name in ("events.out.tfevents.1.host", "notes.txt"):
         (tmp_path / name).write_text("x")
     folder = RunFolder(tmp_path).open(fresh=True, log=lambda m: None)
     folder.close()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".fvt-run", "notes.txt"]
 
 
 def test_default_run_folder_rule(tmp_path):
@@ -152,10 +160,10 @@ def test_second_live_run_into_the_same_folder_is_refused(data, tmp_path, capsys)
     try:
         rc, cap = _train(data, out, "--epochs", "1", "--resume", "auto", capsys=capsys)
         assert rc == 2 and "in use by another fvt run" in cap.err
-        assert sorted(p.name for p in out.iterdir()) == [".fvt.lock"]
+        assert sorted(p.name for p in out.iterdir()) == [".fvt-run", ".fvt.lock"]  # the live run's marker and lock
     finally:
         holder.close()
-    assert list(out.iterdir()) == []  # the lock file goes with the run
+    assert [p.name for p in out.iterdir()] == [".fvt-run"]  # the lock file goes with the run
 
 
 def test_output_that_is_a_file_is_one_line(data, tmp_path, capsys):
@@ -177,7 +185,7 @@ def test_stale_checkpoint_temporaries_are_cleaned_on_start(tmp_path):
         (tmp_path / name).write_text("x")
     logged = []
     RunFolder(tmp_path).open(log=logged.append).close()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".fvt-run", "last.pt"]  # (the run's marker)
     assert "removed 3 temporary file(s)" in logged[0]
 
 
@@ -223,13 +231,13 @@ def test_progress_lines_and_closing_summary_without_a_terminal(finished):
     out, stdout = finished
     lines = [ln for ln in stdout.splitlines() if ln.startswith("step ")]
     assert lines, stdout[-2000:]
-    assert re.fullmatch(r"step 2/\d+ \| epoch 1/2 \| loss \d+\.\d{4} \| lr \S+ \| \d+ img/s \| ETA \S+", lines[0])
+    assert re.fullmatch(r"step 2/\d+ \| epoch 1/2 \| loss \d+\.\d{4} \| lr \S+ \| [\d.]+ img/s \| ETA \S+", lines[0])
     assert all(int(ln.split()[1].split("/")[0]) % 2 == 0 for ln in lines)  # every --log-every 2 steps
     assert re.search(r"^best: ema_val_top1 \S+ at epoch [12] \(ema weights\) -> " + re.escape(str(out / "best.pt")),
                      stdout, re.M)
     assert f"report: {out / 'report.html'}" in stdout
     assert f"next: fvt eval --checkpoint {out / 'best.pt'}" in stdout
-    assert re.search(r"^done: 2 epoch\(s\), \d+ steps \(epochs\) in \d+s", stdout, re.M)
+    assert re.search(r"^done: 2 epoch\(s\), \d+ steps in \d+s \(all epochs done\)", stdout, re.M)
 
 
 def _copy_run(src, dst):

@@ -148,7 +148,8 @@ def coerce(key: str, value: Any) -> Any:
         elif base is str:
             value = str(value)
     except (TypeError, ValueError):
-        raise UsageError(f"option '{key}' expects {_type_name(base)}, got {value!r}") from None
+        shown = repr(value) if len(repr(value)) <= 60 and "\n" not in repr(value) else f"a {type(value).__name__}"
+        raise UsageError(f"option '{key}' expects {_type_name(base)}, got {shown}") from None
     choices = FIELDS[key].metadata.get("choices")
     if choices and value not in choices:
         raise UsageError(choice_message("--" + key.replace("_", "-"), value, choices))

@@ -57,7 +57,8 @@ class Range:
         return cls(bound(m.group(2)), bound(m.group(3)), m.group(1) == "(", m.group(4) == ")")
 
     def __contains__(self, x) -> bool:
-        if isinstance(x, bool) or not isinstance(x, (int, float)) or x != x:  # NaN is never valid
+        # NaN and +-inf are never valid values: "inf" in a range spec only means "no bound"
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or x != x or x in (float("inf"), float("-inf")):
             return False
         if self.lo is not None and (x < self.lo or (self.lo_open and x == self.lo)):
             return False

@@ -118,7 +118,8 @@ class SchedConfig:
                                     "to fit it.")
     progressive: Optional[str] = opt(None, "Progressive resizing START:END (pixels): train at START px first, ramp "
                                            "linearly to END px, evaluate at --img-size (docs/train-faster.md).")
-    warmup_epochs: float = opt(3, "Linear warmup epochs.", range="[0, inf)")
+    warmup_epochs: Optional[float] = opt(None, "Linear warmup epochs. Default: 3, or a quarter of --epochs for "
+                                         "runs under 4 epochs (so that the lr reaches its peak).", range="[0, inf)")
     warmup_lr: float = opt(1e-6, "LR at the start of warmup.", range="[0, inf)")
     min_lr: float = opt(1e-6, "Floor of the schedule.", range="[0, inf)")
     decay_epochs: float = opt(30, "Step schedule: epochs between decays.", range="(0, inf)")
@@ -179,6 +180,11 @@ class MultilabelConfig:
     pos_weight: str = opt("none", "Multi-label class balance: none, or balanced (each class's positives weighted by "
                                   "its negatives/positives ratio in the training split, at most 100).",
                           choices=("none", "balanced"))
+
+
+def default_warmup_epochs(epochs: int) -> float:
+    """The warm-up when --warmup-epochs is not given: 3 epochs, or a quarter of a shorter run."""
+    return 3.0 if epochs >= 4 else epochs / 4
 
 
 SECTIONS = {

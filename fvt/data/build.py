@@ -34,7 +34,8 @@ def build_data(cfg: Any, run_dir: Optional[Union[str, os.PathLike, Path]] = None
 
             raise UsageError("--relabel applies to image folders and CSV files; write the shards again from the "
                              "relabelled data (fvt data shard) instead")
-        return build_shard_data(cfg, preprocessing or Preprocessing.from_config(cfg, default_input_size), rank)
+        return build_shard_data(cfg, preprocessing or Preprocessing.from_config(cfg, default_input_size), rank,
+                                run_dir if write else None)
     if getattr(cfg.data, "task", "multiclass") != "multiclass":  # label sets per image: fvt.data.multilabel
         from .multilabel_build import build_multilabel_data, resolve_task
 

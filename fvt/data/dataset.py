@@ -9,17 +9,16 @@ the number of workers, and not on where a resumed run restarted. In the main pro
 streams (dropout, drop-path, mixup) stay untouched, and the transform runs on one thread.
 
 Items are ``(image, target, index)``. A file that fails to decode yields ``(None, target,
-index)``: ``collate_drop_failed`` removes it from the batch, the failure is warned once per
+index)``: ``collate_drop_failed`` removes it from the batch, the failure is reported once per
 process and appended to ``bad_files.txt`` once per file (across workers, epochs and evaluations:
-the file is the record), and that first report is printed on stderr by whichever process met it. A batch whose every file failed collates to ``None``
-(the caller skips it).
+the file is the record), and that first report is printed on stderr, as one ``fvt: warning:`` line,
+by whichever process met it. A batch whose every file failed collates to ``None`` (the caller skips it).
 """
 
 from __future__ import annotations
 
 import random
 import sys
-import warnings
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
@@ -116,23 +115,29 @@ class ImageDataset(Dataset):
                 torch.set_rng_state(states[2])
 
     def _record_failure(self, path: Path, reason: str) -> None:
-        if path in self._warned:
-            return
-        self._warned.add(path)
-        first = True
-        if self.bad_file_log is not None:
-            try:
-                first = append_bad_file(self.bad_file_log, path, f"failed mid-run: {reason}")
-            except OSError:
-                pass
-        if not first:  # another worker, epoch or evaluation reported it already
-            return
-        where = f"; recorded in {self.bad_file_log}" if self.bad_file_log else ""
-        msg = f"skipping {path}: cannot decode ({reason}){where}"
-        if get_worker_info() is None:
-            warnings.warn(msg, RuntimeWarning, stacklevel=2)
-        else:  # a worker's warnings may be filtered or lost: write the line itself
-            print(f"fvt: warning: {msg}", file=sys.stderr, flush=True)
+        report_failure(path, f"cannot decode ({reason})", self.bad_file_log, self._warned)
+
+
+def report_failure(where: Union[str, Path], reason: str, bad_file_log: Optional[Union[str, Path]],
+                   warned: set) -> None:
+    """Say once that ``where`` (a file, or a shard sample) is skipped, and why: once per process (``warned``),
+    and once per run across workers, epochs and evaluations when ``bad_file_log`` (bad_files.txt) is the
+    record. In the main process it is a RuntimeWarning shown as one line; a worker writes the line itself."""
+    if where in warned:
+        return
+    warned.add(where)
+    first = True
+    if bad_file_log is not None:
+        try:
+            first = append_bad_file(bad_file_log, where, f"failed mid-run: {reason}")
+        except OSError:
+            pass
+    if not first:  # another worker, epoch or evaluation reported it already
+        return
+    msg = f"skipping {where}: {reason}" + (f"; recorded in {bad_file_log}" if bad_file_log else "")
+    # one line, written directly: a Python warning prints two (its location, then the calling source line),
+    # and a worker's warnings may be filtered or lost
+    print(f"fvt: warning: {msg}", file=sys.stderr, flush=True)
 
 
 def collate_drop_failed(batch):

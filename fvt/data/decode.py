@@ -22,6 +22,11 @@ MAX_PIXELS = 89_478_485
 # the work per image grows with this ratio: a 521-byte 150000x1 PNG became a 22-megapixel eval
 # resize (4.5 GB). 100:1 keeps the worst image within ~100x a square one and passes panoramas.
 MAX_ASPECT_RATIO = 100
+# Bytes of decoded pixel data, whatever the bit depth: as much as an 8-bit RGB image at MAX_PIXELS
+# takes. A 16-bit or float image of few pixels by the bound above decodes to 2-4x the bytes of an
+# 8-bit one (a 270 KB 16-bit TIFF made `fvt predict` peak at 3.6 GB); this keeps every image within
+# the memory of the largest ordinary photo fvt accepts.
+MAX_DECODED_BYTES = 3 * MAX_PIXELS
 BACKGROUND = (255, 255, 255)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -47,6 +52,30 @@ def geometry_problem(width: int, height: int) -> Optional[str]:
     return None
 
 
+def decoded_bytes(im: Image.Image) -> int:
+    """Bytes of the pixel data ``im`` decodes to (its header only is read): bands x bits of the stored
+    samples, so a 16-bit RGB TIFF (shown by Pillow as 8-bit RGB) counts at 16 bits."""
+    bits = {"1": 1, "I": 32, "F": 32}.get(im.mode, 16 if im.mode.startswith("I;16") else 8)
+    raw = next((t[3] for t in getattr(im, "tile", None) or [] if len(t) > 3), None)
+    raw = raw[0] if isinstance(raw, tuple) and raw else raw
+    if isinstance(raw, str) and ";16" in raw:
+        bits = max(bits, 16)
+    return im.size[0] * im.size[1] * len(im.getbands()) * bits // 8
+
+
+def image_problem(im: Image.Image) -> Optional[str]:
+    """:func:`geometry_problem`, then the decoded-bytes bound: why ``im`` (opened, not yet decoded, or
+    already in memory) must not be processed, or None."""
+    problem = geometry_problem(*im.size)
+    if problem:
+        return problem
+    n = decoded_bytes(im)
+    if n > MAX_DECODED_BYTES:
+        return (f"decoded size: {im.size[0]}x{im.size[1]} {im.mode} needs {n / 1e6:.0f} MB, over the "
+                f"{MAX_DECODED_BYTES / 1e6:.0f} MB an image may take (high bit depth at a large size)")
+    return None
+
+
 def to_rgb(im: Image.Image, background: Tuple[int, int, int] = BACKGROUND) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB."""
     if im.mode == "RGB":
@@ -65,18 +94,32 @@ def to_rgb(im: Image.Image, background: Tuple[int, int, int] = BACKGROUND) -> Im
     return im.convert("RGB")  # 1, L, CMYK, YCbCr, LAB, HSV
 
 
+_ROWS_PER_BLOCK_PIXELS = 1 << 20  # converted a block of about a megapixel at a time
+
+
 def _to_uint8(im: Image.Image) -> np.ndarray:
     # 16/32-bit integer or float grayscale: rescale by the range the values were stored in,
     # not by the image's own min/max (which would stretch contrast differently per image).
-    a = np.nan_to_num(np.asarray(im, dtype=np.float64))
-    peak = float(a.max()) if a.size else 0.0
+    # Block by block in float32: a whole-image float64 copy (and its temporaries) took 16-27 bytes
+    # per pixel on top of the image.
+    a = np.asarray(im)
     if im.mode == "F":
+        peak = float(np.nanmax(a)) if a.size and not np.isnan(a).all() else 0.0
         top = 1.0 if peak <= 1.0 else 255.0
     elif im.mode.startswith("I;16"):
         top = 65535.0
     else:  # "I": 32-bit integers, usually 8- or 16-bit data widened by the decoder
+        peak = float(a.max()) if a.size else 0.0
         top = 255.0 if peak <= 255 else 65535.0 if peak <= 65535 else peak
-    return np.clip(a * (255.0 / top) + 0.5, 0, 255).astype(np.uint8)
+    out = np.empty(a.shape, dtype=np.uint8)
+    step = max(1, _ROWS_PER_BLOCK_PIXELS // max(1, a.shape[1] if a.ndim > 1 else 1))
+    for r in range(0, a.shape[0], step):
+        block = np.nan_to_num(a[r:r + step].astype(np.float32), nan=0.0, posinf=top, neginf=0.0)
+        np.multiply(block, np.float32(255.0 / top), out=block)
+        np.add(block, np.float32(0.5), out=block)
+        np.clip(block, 0, 255, out=block)
+        out[r:r + step] = block
+    return out
 
 
 # Pillow signals corrupt input with many exception types; all mean "unusable file".
@@ -107,7 +150,7 @@ def load_image(path: Union[str, Path], min_size: Optional[int] = None,
             warnings.simplefilter("ignore")  # Pillow's bomb / EXIF warnings: checked below instead
             with Image.open(path) as im:
                 w, h = im.size
-                problem = geometry_problem(w, h)
+                problem = image_problem(im)
                 if problem:
                     raise ImageDecodeError(problem)
                 if min_size and im.format in ("JPEG", "MPO") and min(w, h) >= 2 * min_size:
@@ -133,7 +176,7 @@ def verify_image(path: Union[str, Path]) -> None:
             warnings.simplefilter("ignore")
             with Image.open(path) as im:
                 size, fmt = im.size, im.format
-                problem = geometry_problem(*size)
+                problem = image_problem(im)
                 if problem:
                     raise ImageDecodeError(problem)
                 im.load()

@@ -30,7 +30,7 @@ try:
 except ImportError:  # pragma: no cover - Windows: rows may repeat, never interleave
     fcntl = None
 
-from .decode import ImageDecodeError, geometry_problem, load_image, verify_image
+from .decode import ImageDecodeError, geometry_problem, image_problem, load_image, verify_image
 
 BAD_FILES_NAME = "bad_files.txt"
 # End markers: a file cut short (interrupted copy/download) lacks them.
@@ -73,6 +73,7 @@ def check_image(path: Union[str, Path], verify: bool = False) -> FileInfo:
             warnings.simplefilter("ignore")
             with Image.open(path) as im:
                 info = FileInfo(path, True, "", im.size[0], im.size[1], im.format or "", im.mode, nbytes)
+                problem = image_problem(im)
     except Image.DecompressionBombError:
         return FileInfo(path, False, f"decompression bomb: more than {2 * Image.MAX_IMAGE_PIXELS} pixels", nbytes=nbytes)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
@@ -82,7 +83,6 @@ def check_image(path: Union[str, Path], verify: bool = False) -> FileInfo:
             return FileInfo(path, False, "not an image (unrecognised content)", nbytes=nbytes)
         return FileInfo(path, False, f"unreadable header: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
                         nbytes=nbytes)
-    problem = geometry_problem(info.width, info.height)
     if problem:
         info.ok, info.reason = False, problem
         return info

@@ -48,20 +48,18 @@ META_KEYS = ("cls", "path.txt")
 
 # -- finding the shards ----------------------------------------------------------------------
 def is_shard_spec(spec: Any) -> bool:
-    """Whether ``--data`` names shards rather than an image folder or CSV."""
+    """Whether ``--data`` names shards rather than an image folder or CSV: a pattern / URL / pipe, an
+    ``index.json`` (readable or not: a broken one is reported as such, not as an empty image folder), or
+    a folder of ``fvt data shard`` files whose index is missing."""
     if spec is None:
         return False
     s = str(spec)
     if s.startswith(("pipe:", "http://", "https://")) or ".tar" in s:
         return True
     p = Path(s).expanduser()
-    index = p if p.name == INDEX_NAME else p / INDEX_NAME
-    if not index.is_file():
-        return False
-    try:
-        return json.loads(index.read_text(encoding="utf-8")).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
+    if p.name == INDEX_NAME or (p / INDEX_NAME).is_file():
+        return True
+    return p.is_dir() and any(p.glob("train-[0-9][0-9][0-9][0-9][0-9][0-9].tar"))
 
 
 def _read_text(url: str) -> str:
@@ -93,17 +91,40 @@ class ShardSource:
             folder = folder.parent if folder.name == INDEX_NAME else folder
             self._prefix, self._suffix, self.selected = str(folder) + os.sep, "", None
         self.index_url = self.url(INDEX_NAME)
+        if not self._prefix.startswith(("pipe:", "http://", "https://")) and not Path(self.index_url).is_file():
+            raise DataError(f"{self.index_url} is missing: fvt data shard writes it beside the shards (copy it with "
+                            f"them, or shard the images again)")
         try:
             self.index = json.loads(_read_text(self.index_url))
         except ValueError as e:
-            raise DataError(f"{self.index_url} is not valid JSON ({e})") from None
-        if self.index.get("format") != FORMAT:
-            raise DataError(f"{self.index_url} is not an fvt shard index; make one with fvt data shard")
+            raise DataError(f"{self.index_url} is not valid JSON ({str(e).splitlines()[0]}): it is damaged; copy it "
+                            f"again or shard the images again") from None
+        problem = index_problem(self.index)
+        if problem:
+            raise DataError(f"{self.index_url} is not a usable fvt shard index ({problem}); make one with fvt data shard")
         self.classes: List[str] = list(self.index["classes"])
         self.task: str = self.index.get("task", "multiclass")  # multilabel: cls holds label indices "0;3"
+        self.local = not self._prefix.startswith(("pipe:", "http://", "https://"))
 
     def url(self, name: str) -> str:
         return f"{self._prefix}{name}{self._suffix}"
+
+    def check_shards(self, part: dict, verify: bool = False) -> None:
+        """Local shards: each present with the size index.json records (and, with ``verify``, its sha256),
+        so a shard cut short or changed is one line before training rather than samples silently missing."""
+        if not self.local:
+            return  # remote shards: counted while read (a short one is reported then)
+        for entry in part["entries"]:
+            path = Path(self.url(entry["name"]))
+            if not path.is_file():
+                raise DataError(f"shard {path} is missing (listed in {self.index_url})")
+            size = path.stat().st_size
+            if size != entry.get("bytes", size):
+                raise DataError(f"shard {path} is {size} bytes, {self.index_url} says {entry['bytes']}: it was cut "
+                                f"short or changed; copy it again (or shard the images again)")
+            if verify and entry.get("sha256") and _file_sha256(path) != entry["sha256"]:
+                raise DataError(f"shard {path} does not match the sha256 in {self.index_url}: it is corrupt; copy it "
+                                f"again (or shard the images again)")
 
     def split(self, name: str, filtered: bool = True) -> Optional[dict]:
         """``{"urls", "counts" (per shard), "count", "paths"}`` of a split, limited to the pattern
@@ -115,7 +136,7 @@ class ShardSource:
         if not shards:
             return None
         return {"urls": [self.url(s["name"]) for s in shards], "counts": [s["count"] for s in shards],
-                "count": sum(s["count"] for s in shards), "paths": entry.get("paths")}
+                "count": sum(s["count"] for s in shards), "paths": entry.get("paths"), "entries": shards}
 
     def training_split(self) -> dict:
         for name in ("train", "val", "test"):  # a pattern may name val shards only: train on what it names
@@ -126,36 +147,164 @@ class ShardSource:
                         f"{', '.join(self.index.get('splits', {})) or 'none'})")
 
 
+def index_problem(index: Any) -> str:
+    """What makes a parsed index.json unusable ("" when nothing does)."""
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        return f"its format is not {FORMAT}"
+    classes = index.get("classes")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        return "no list of class names"
+    splits = index.get("splits")
+    if not isinstance(splits, dict):
+        return "no splits"
+    for name, entry in splits.items():
+        shards = entry.get("shards") if isinstance(entry, dict) else None
+        if not isinstance(shards, list) or not all(
+                isinstance(x, dict) and isinstance(x.get("name"), str) and "/" not in x["name"]
+                and isinstance(x.get("count"), int) and x["count"] >= 0 for x in shards):
+            return f"split {name!r} lists no shards (name, count)"
+        if not isinstance(entry.get("counts", {}), dict):
+            return f"split {name!r} has no counts per class"
+    return ""
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 # -- reading -----------------------------------------------------------------------------------
-def _slot_samples(urls: Sequence[str], slot: int, slots: int) -> Iterator[dict]:
-    """The raw samples of one slot: its own shards, or every ``slots``-th sample of all shards."""
+def _shard_samples(url: str, expected: Optional[int], bad_log=None) -> Iterator[dict]:
+    """The samples of one shard; a shard that breaks off (cut short, not a tar) or holds fewer samples
+    than index.json says is reported once, and reading goes on with the next shard."""
     wds = require_webdataset()
-    split_samples = len(urls) < slots
-    mine = list(urls) if split_samples else list(urls)[slot::slots]
-    stream = wds.tarfile_to_samples()(iter([{"url": u} for u in mine]))
-    for k, sample in enumerate(stream):
-        if not split_samples or k % slots == slot:
-            yield sample
-
-
-def _decode(sample: dict, min_size: Optional[int], num_labels: int = 0, channels: int = 3) -> Tuple[Any, Any, int]:
-    """(image, target, index); ``num_labels`` > 0: multi-label shards, the target is a multi-hot vector."""
-    if num_labels:
-        from .multilabel import decode_target
-
-        target = decode_target(sample["cls"].decode() if isinstance(sample["cls"], bytes) else sample["cls"], num_labels)
-    else:
-        target = int(sample["cls"])
-    index = int(sample["__key__"])
-    data = next(v for k, v in sample.items() if not k.startswith("_") and k not in META_KEYS)
+    got = 0
+    stream = wds.tarfile_to_samples()(iter([{"url": url}]))
     try:
-        return load_image(io.BytesIO(data), min_size, channels=channels), target, index
-    except ImageDecodeError as e:
-        import warnings
+        for sample in stream:
+            got += 1
+            yield sample
+    except Exception as e:  # tarfile / webdataset / gopen errors of a damaged or vanished shard
+        report_bad_sample(url, f"unreadable after {got} samples ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0][:120] if str(e) else ''}); its other samples are skipped",
+                          bad_log)
+        return
+    finally:
+        stream.close()  # a reader stopped early (end of epoch, a sample grid) closes its shard file now
+    if expected is not None and got < expected:
+        report_bad_sample(url, f"holds {got} samples, index.json says {expected}: the shard is cut short", bad_log)
 
-        warnings.warn(f"skipping {sample.get('path.txt', b'').decode() or index} in {sample.get('__url__')}: "
-                      f"cannot decode ({e})", RuntimeWarning, stacklevel=2)
-        return None, target, index
+
+def _slot_samples(urls: Sequence[str], slot: int, slots: int, counts: Optional[Sequence[int]] = None,
+                  bad_log=None) -> Iterator[dict]:
+    """The raw samples of one slot: its own shards, or every ``slots``-th sample of all shards."""
+    split_samples = len(urls) < slots
+    expected = dict(zip(urls, counts)) if counts is not None else {}
+    mine = list(urls) if split_samples else list(urls)[slot::slots]
+    k = 0
+    for url in mine:
+        for sample in _shard_samples(url, expected.get(url), bad_log):
+            if not split_samples or k % slots == slot:
+                yield sample
+            k += 1
+
+
+def sample_fields(sample: dict, n_classes: int, n_samples: Optional[int] = None,
+                  multilabel: bool = False) -> Tuple[Any, Any, int, str]:
+    """(image bytes, target, sample index, problem) of a raw shard sample; problem is "" for a sample
+    as fvt data shard writes it (NNNNNNNN.<ext>, NNNNNNNN.cls holding a class index, one image).
+    ``multilabel``: the .cls holds label indices joined by ';' and the target is a multi-hot vector."""
+    key = sample.get("__key__")
+    if not isinstance(key, str) or not key.isdigit():
+        return None, -1, -1, f"member {str(key)[:80]!r} is not a sample of fvt data shard (NNNNNNNN.<ext>)"
+    index = int(key)
+    if n_samples is not None and index >= n_samples:
+        return None, -1, index, f"sample number {index} is beyond the {n_samples} samples index.json lists"
+    raw = sample.get("cls")
+    if multilabel:
+        return _label_set_fields(sample, raw, n_classes, index)
+    try:
+        target = int(raw.decode("ascii").strip()) if isinstance(raw, bytes) else int(raw)
+    except (TypeError, ValueError, UnicodeDecodeError):
+        return None, -1, index, f"label {raw!r:.30} is not a class index"
+    if not 0 <= target < n_classes:
+        return None, -1, index, f"label {target} is not one of the {n_classes} classes (0..{n_classes - 1}) of index.json"
+    images = [v for k, v in sample.items() if not k.startswith("_") and k not in META_KEYS]
+    if len(images) != 1 or not isinstance(images[0], bytes):
+        return None, -1, index, f"holds {len(images)} image members, not one"
+    return images[0], target, index, ""
+
+
+def _label_set_fields(sample: dict, raw: Any, n_classes: int, index: int) -> Tuple[Any, Any, int, str]:
+    from .multilabel import LABEL_SEP, decode_target
+
+    try:
+        text = raw.decode("ascii") if isinstance(raw, bytes) else str(raw)
+        labels = [int(t) for t in text.split(LABEL_SEP) if t.strip()]
+    except (TypeError, ValueError, UnicodeDecodeError):
+        return None, -1, index, f"labels {raw!r:.30} are not class indices joined by '{LABEL_SEP}'"
+    if any(not 0 <= t < n_classes for t in labels):
+        return None, -1, index, f"labels {text[:30]!r} are not among the {n_classes} classes of index.json"
+    images = [v for k, v in sample.items() if not k.startswith("_") and k not in META_KEYS]
+    if len(images) != 1 or not isinstance(images[0], bytes):
+        return None, -1, index, f"holds {len(images)} image members, not one"
+    return images[0], decode_target(text, n_classes), index, ""
+
+
+def first_samples(source: "ShardSource", split: str, n: int) -> List[Tuple[bytes, str]]:
+    """Up to ``n`` usable (image bytes, class name) samples from the start of a split's shards (for the
+    report's sample grid); unusable ones are passed over silently (training reports them)."""
+    part = source.split(split, filtered=False)
+    out: List[Tuple[bytes, str]] = []
+    for url in (part or {}).get("urls", []):
+        samples = _shard_samples(url, None)
+        try:
+            for sample in samples:
+                data, target, _, problem = sample_fields(sample, len(source.classes),
+                                                         multilabel=source.task == "multilabel")
+                if not problem:
+                    names = ([source.classes[i] for i in range(len(source.classes)) if target[i] > 0]
+                             if source.task == "multilabel" else [source.classes[target]])
+                    out.append((data, "; ".join(names)))
+                if len(out) >= n:
+                    return out
+        finally:
+            samples.close()
+    return out
+
+
+def report_bad_sample(where: str, reason: str, bad_log=None) -> None:
+    """One line per unusable sample or shard, once (per run when ``bad_log`` is its bad_files.txt)."""
+    from .dataset import report_failure
+
+    report_failure(where, reason, bad_log, _REPORTED)
+
+
+_REPORTED: set = set()
+
+
+def _decode(sample: dict, min_size: Optional[int], n_classes: int, n_samples: Optional[int] = None,
+            bad_log=None, multilabel: bool = False, channels: int = 3) -> Tuple[Any, Any, int]:
+    """(image or None, target, index): a multi-hot target for multi-label shards; an unusable sample is
+    listed once (bad_files.txt) and comes back with no image."""
+    data, target, index, problem = sample_fields(sample, n_classes, n_samples, multilabel)
+    if not problem:
+        try:
+            return load_image(io.BytesIO(data), min_size, channels=channels), target, index
+        except ImageDecodeError as e:
+            problem = f"cannot decode ({e})"
+    source = sample.get("path.txt")  # the original file, when the sample says
+    name = str(sample.get("__key__"))[:80] + (f" ({source.decode('utf-8', 'replace')[:200]})"
+                                              if isinstance(source, bytes) else "")
+    report_bad_sample(f"{sample.get('__url__')}#{name}", problem, bad_log)
+    if multilabel and not torch.is_tensor(target):
+        target = torch.zeros(n_classes)
+    return None, target if torch.is_tensor(target) else max(target, 0), max(index, 0)
 
 
 def _worker() -> Tuple[int, int]:
@@ -173,9 +322,9 @@ class ShardTrainSet(EpochPosition, IterableDataset):
                  shuffle_buffer: int = 1000, channels: int = 3):
         self.source, self.urls, self.shard_counts = source.spec, part["urls"], part["counts"]
         self.n, self.classes = part["count"], source.classes
+        self.multilabel, self.channels = source.task == "multilabel", channels
         self.transform, self.min_decode_size = transform, min_decode_size
-        self.num_labels = len(self.classes) if source.task == "multilabel" else 0
-        self.channels = channels
+        self.bad_file_log = None  # the run's bad_files.txt, where unusable samples are listed
         self.shuffle_buffer = max(1, int(shuffle_buffer))
         self.rank, self.world_size, self.seed, self.batch_size, self.workers = 0, 1, 0, 1, 0
         self.epoch, self.start = 0, 0
@@ -213,15 +362,17 @@ class ShardTrainSet(EpochPosition, IterableDataset):
             random.Random(f"{self.seed}:{self.epoch}:{rnd}").shuffle(order)
             rng = random.Random(f"{self.seed}:{self.epoch}:{rnd}:{slot}")
             got = 0
+            counts = [dict(zip(self.urls, self.shard_counts))[u] for u in order]
             for sample in wds.shuffle(self.shuffle_buffer, min(100, self.shuffle_buffer), rng=rng)(
-                    _slot_samples(order, slot, slots)):
+                    _slot_samples(order, slot, slots, counts, self.bad_file_log)):
                 got += 1
                 yield sample
             if got == 0:
                 raise DataError(f"shards of {self.source} gave no sample to reader {slot} of {slots}")
 
     def _prepare(self, sample: dict, seed: int):
-        img, target, index = _decode(sample, self.min_decode_size, self.num_labels, self.channels)
+        img, target, index = _decode(sample, self.min_decode_size, len(self.classes), bad_log=self.bad_file_log,
+                                     multilabel=self.multilabel, channels=self.channels)
         if img is not None and self.transform is not None:
             if get_worker_info() is not None:
                 seed_everything_from(seed)
@@ -282,9 +433,9 @@ class ShardEvalSet(IterableDataset):
     def __init__(self, source: ShardSource, part: dict, transform, min_decode_size: Optional[int] = None,
                  channels: int = 3):
         self.source, self.urls, self.n, self.classes = source, part["urls"], part["count"], source.classes
-        self.transform, self.min_decode_size = transform, min_decode_size
         self.task, self.channels = source.task, channels
-        self.num_labels = len(self.classes) if source.task == "multilabel" else 0
+        self.transform, self.min_decode_size = transform, min_decode_size
+        self.counts, self.bad_file_log = part["counts"], None
         self._paths_name, self._paths = part.get("paths"), None
         self.rank, self.world_size, self.batch_size = 0, 1, 64
 
@@ -301,8 +452,10 @@ class ShardEvalSet(IterableDataset):
     def __iter__(self):
         w, nw = _worker()
         batch = []
-        for sample in _slot_samples(self.urls, self.rank * nw + w, self.world_size * nw):
-            img, target, index = _decode(sample, self.min_decode_size, self.num_labels, self.channels)
+        for sample in _slot_samples(self.urls, self.rank * nw + w, self.world_size * nw, self.counts,
+                                    self.bad_file_log):
+            img, target, index = _decode(sample, self.min_decode_size, len(self.classes), self.n, self.bad_file_log,
+                                         self.task == "multilabel", self.channels)
             batch.append((self.transform(img) if img is not None and self.transform else img, target, index))
             if len(batch) == self.batch_size:
                 yield collate_drop_failed(batch) or _empty_batch()
@@ -323,7 +476,8 @@ def _empty_batch():
 
 # -- the data stage's entry points ---------------------------------------------------------------
 def open_eval_shards(spec: str, transform, classes: Optional[Sequence[str]] = None,
-                     min_decode_size: Optional[int] = None, channels: int = 3, split: str = "val") -> ShardEvalSet:
+                     min_decode_size: Optional[int] = None, verify: bool = False, channels: int = 3,
+                     split: str = "val") -> ShardEvalSet:
     """``fvt eval --data SHARDS``: the val split of a shard folder (else test, else train), or
     exactly the shards a pattern names."""
     source = ShardSource(spec)
@@ -337,10 +491,11 @@ def open_eval_shards(spec: str, transform, classes: Optional[Sequence[str]] = No
     if classes is not None and list(classes) != source.classes:
         raise DataError(f"classes of {spec} ({', '.join(source.classes)}) differ from the checkpoint's "
                         f"({', '.join(classes)})")
+    source.check_shards(part, verify)
     return ShardEvalSet(source, part, transform, min_decode_size, channels)
 
 
-def build_shard_data(cfg: Any, preproc, rank: int = 0):
+def build_shard_data(cfg: Any, preproc, rank: int = 0, run_dir: Optional[Any] = None):
     """``build_data`` for shards: a ``DataBundle`` whose train set streams and whose val set
     is the index's val split (or ``--val-data`` shards)."""
     import logging
@@ -348,22 +503,33 @@ def build_shard_data(cfg: Any, preproc, rank: int = 0):
     from .bundle import DataBundle
     from .transforms import eval_transform, train_transform
 
+    verify = bool(getattr(cfg.data, "verify_images", False))  # --verify-images: also each shard's sha256
     source = ShardSource(cfg.data.data)
     part = source.training_split()
+    source.check_shards(part, verify)
     train = ShardTrainSet(source, part, train_transform(preproc, cfg.aug), max(preproc.input_size),
                           getattr(cfg.data, "shuffle_buffer", 1000), preproc.channels)
     eval_tf = eval_transform(preproc)
     if cfg.data.val_data:
-        val = open_eval_shards(cfg.data.val_data, eval_tf, source.classes, preproc.min_decode_size, preproc.channels)
+        val = open_eval_shards(cfg.data.val_data, eval_tf, source.classes, preproc.min_decode_size, verify,
+                               preproc.channels)
     else:
         vpart = source.split("val", filtered=False) or source.split("test", filtered=False)
         if vpart is not None and vpart["urls"] == part["urls"]:
             vpart = None  # a pattern naming the val shards for training: nothing left to validate on
+        if vpart is not None:
+            source.check_shards(vpart, verify)
         val = ShardEvalSet(source, vpart, eval_tf, preproc.min_decode_size, preproc.channels) if vpart else None
     tpart = source.split("test", filtered=False) if source.split("val", filtered=False) else None  # else val is test
+    if tpart is not None:
+        source.check_shards(tpart, verify)
     test = ShardEvalSet(source, tpart, eval_tf, preproc.min_decode_size, preproc.channels) if tpart else None
+    if run_dir is not None:  # unusable samples are listed in the run's bad_files.txt, as bad image files are
+        for ds in (train, val, test):
+            if ds is not None:
+                ds.bad_file_log = Path(run_dir) / "bad_files.txt"
     index = source.index
-    counts = {name: {c: n for c, n in entry["counts"].items()} for name, entry in index["splits"].items()}
+    counts = {name: dict(entry.get("counts") or {}) for name, entry in index["splits"].items()}
     if index.get("bad_files") and rank == 0:
         logging.getLogger("fvt.data").warning(
             f"{index['bad_files']} bad files were left out when the shards were written (see bad_files.txt "

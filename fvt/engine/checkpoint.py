@@ -30,9 +30,18 @@ PathLike = Union[str, Path]
 @contextlib.contextmanager
 def sigint_deferred():
     """Hold Ctrl-C until the block ends, then raise KeyboardInterrupt: an interrupt inside torch.save
-    would otherwise surface as the zip writer's own error instead of a clean stop."""
+    would otherwise surface as the zip writer's own error instead of a clean stop. Inside a training the
+    run's guard holds it instead (fvt.engine.interrupts), so that a write inside a longer held moment
+    (an epoch's closing) does not end that moment half done."""
     if threading.current_thread() is not threading.main_thread():
         yield
+        return
+    from .interrupts import active
+
+    guard = active()
+    if guard.installed:
+        with guard.held():
+            yield
         return
     caught = []
     previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
@@ -114,8 +123,11 @@ def _disk_full_message(obj: Any, path: Path) -> str:
     except OSError:
         free = "free space unknown"
     kept = f"the previous {path.name} is intact" if path.exists() else f"no earlier {path.name} existed"
+    # --resume auto needs a last.pt; before the first one there is nothing to continue: start over
+    then = ("continue with --resume auto" if (path.parent / "last.pt").is_file() else
+            "run the same command again with --exist-ok (no last.pt was written yet, so there is nothing to resume)")
     return (f"disk full writing {path}: it needs about {need:.1f} MB ({free} on that file system); "
-            f"{kept}. Free space (or move --output) and continue with --resume auto")
+            f"{kept}. Free space (or move --output) and {then}")
 
 
 def load_checkpoint(path: PathLike) -> dict:
@@ -173,6 +185,11 @@ def validate_for_resume(ckpt: dict, path: PathLike) -> dict:
         if not sd and key == "state_dict" or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                                      for k, v in sd.items()):
             raise bad(key, "a non-empty dict of name -> tensor")
+    torn = next((f"{key}.{k}" for key in ("state_dict", "state_dict_ema") for k, v in (ckpt[key] or {}).items()
+                 if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if torn:  # a diverged state would diverge again, and say so only after the set-up
+        raise CheckpointError(f"{path} cannot be resumed: its weights are not finite (NaN or inf in {torn}); "
+                              "resume from an earlier checkpoint, or start again with a lower --lr")
     opt = ckpt["optimizer"]
     if not isinstance(opt.get("state"), dict) or not isinstance(opt.get("param_groups"), list):
         raise bad("optimizer", "an optimizer state dict (state, param_groups)")

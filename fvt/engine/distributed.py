@@ -173,6 +173,29 @@ def _comm_device(t: torch.Tensor) -> torch.device:
     return torch.device("cpu")
 
 
+def sync_for_evaluation(model: torch.nn.Module, ema: Optional[torch.nn.Module]) -> None:
+    """Before a distributed evaluation, give every rank rank 0's model buffers and EMA (what last.pt saves).
+
+    DDP keeps the parameters equal, but each rank's BatchNorm statistics end a step on its own batch, and
+    the EMA was copied from each rank's own random initialisation and follows those statistics. Evaluated
+    as they were, the ranks measured different models and val_* / ema_val_* mixed them, so a resumed run
+    (every rank loading rank 0's saved state) reported other numbers than the uninterrupted one. Training is
+    unchanged: DDP broadcasts rank 0's buffers before every forward anyway."""
+    if not is_initialized() or get_world_size() < 2:
+        return
+    _broadcast([b for _, b in model.named_buffers()])
+    if ema is not None:
+        _broadcast(list(ema.state_dict().values()))
+
+
+def _broadcast(tensors, src: int = 0) -> None:
+    with torch.no_grad():
+        for t in tensors:
+            buf = t.detach().to(_comm_device(t))
+            dist.broadcast(buf, src)
+            t.copy_(buf.to(t.device))
+
+
 def _all_reduce(value: torch.Tensor, op) -> torch.Tensor:
     t = value.detach().clone()  # a copy; the input is untouched
     if is_initialized():

@@ -14,6 +14,7 @@ from typing import Optional, Tuple
 import torch
 
 from ..config import Config
+from ..config.sections import default_warmup_epochs
 from ..errors import UsageError
 
 
@@ -74,7 +75,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, updates_per_e
         optimizer, sched=s.sched, num_epochs=s.epochs, decay_epochs=s.decay_epochs,
         decay_milestones=list(s.decay_milestones), cooldown_epochs=s.cooldown_epochs,
         patience_epochs=s.patience_epochs, decay_rate=s.decay_rate, min_lr=s.min_lr,
-        warmup_lr=s.warmup_lr, warmup_epochs=s.warmup_epochs, step_on_epochs=per_epoch,
+        warmup_lr=s.warmup_lr, step_on_epochs=per_epoch,
+        warmup_epochs=default_warmup_epochs(s.epochs) if s.warmup_epochs is None else s.warmup_epochs,
         updates_per_epoch=max(1, updates_per_epoch),
         plateau_mode="min" if cfg.train.best_metric == "loss" else "max")
     if isinstance(sched, MultiStepLRScheduler) and not per_epoch:

@@ -2,10 +2,14 @@
 
 Rule (issue 13 item 1, documented in docs/readme/lifecycle.md):
 - ``--output DIR`` names it. A folder that already holds files is refused unless ``--resume`` continues
-  the run in it or ``--exist-ok`` says to start over there (fvt then removes the earlier run's own files).
+  the run in it or ``--exist-ok`` says to start over there. ``--exist-ok`` removes only files fvt provably
+  wrote (``fvt.engine.provenance``: the folder held an fvt run, and each checkpoint is an fvt checkpoint);
+  a user's file under a run file's name, or a folder where a run file goes, is refused before anything is
+  removed.
 - Without ``--output``: ``--resume CKPT`` continues in the folder holding CKPT (D9); ``--resume auto``
-  continues the newest ``runs/train*`` with a last.pt; otherwise the first free one of
-  ``runs/train``, ``runs/train-2``, ``runs/train-3``, ... (relative to the current folder).
+  continues the highest-numbered ``runs/train*`` that has a last.pt (not the newest by time: the number is
+  what ``ls`` shows); otherwise the first free one of ``runs/train``, ``runs/train-2``, ``runs/train-3``,
+  ... (relative to the current folder).
 - While a run is alive it holds ``RUN/.fvt.lock`` (an OS file lock, released even by SIGKILL), so a
   second run into the same folder is refused (D8, D10).
 - A start that fails before the first step removes everything it created (the folder too, if it made it).
@@ -23,9 +27,13 @@ from ..paths import check_output_dir
 RUNS_ROOT = Path("runs")
 BASE_NAME = "train"
 LOCK_NAME = ".fvt.lock"
+MARKER_NAME = ".fvt-run"  # written when a run starts in a folder: says the folder holds an fvt run
 # fvt's own files in a run folder: what --exist-ok replaces (the user's other files stay)
 RUN_FILE_PATTERNS = ("last.pt", "best.pt", "best-*.pt", "config.yaml", "metrics.csv", "log.jsonl", "curves.png",
-                     "report.html", "split.json", "bad_files.txt", "events.out.tfevents.*", "relabel.csv", "trust/*")
+                     "class_distribution.png", "train_samples.png", "report.html", "split.json", "bad_files.txt",
+                     "events.out.tfevents.*", "relabel.csv")
+# folders a run writes whole (the end-of-training trust outputs, the test-split evaluation): their files are run files
+RUN_TREES = ("trust", "test")
 # D19: temporaries of an interrupted checkpoint write (atomic_save: .<name>.<random>.tmp; TopK: .best-new.pt)
 STALE_TEMP_PATTERNS = (".last.pt.*.tmp", ".best*.pt.*.tmp", ".best-new.pt", "..best-new.pt.*.tmp")
 
@@ -49,7 +57,7 @@ def resolve_run_dir(output: Optional[str], resume: Optional[str], root: Path = R
     if resume == "auto":
         with_last = [p for p in numbered_runs(root) if (p / "last.pt").is_file()]
         if with_last:
-            return max(with_last, key=lambda p: (p / "last.pt").stat().st_mtime)
+            return with_last[-1]  # the highest number (numbered_runs is in number order)
     n = 1
     while True:
         p = root / (BASE_NAME if n == 1 else f"{BASE_NAME}-{n}")
@@ -63,17 +71,43 @@ def _foreign_entries(run_dir: Path) -> List[str]:
     if not run_dir.is_dir():
         return []
     return sorted(e.name for e in run_dir.iterdir()
-                  if e.name != LOCK_NAME and not any(e.match(p) for p in STALE_TEMP_PATTERNS))
+                  if e.name not in (LOCK_NAME, MARKER_NAME) and not any(e.match(p) for p in STALE_TEMP_PATTERNS))
 
 
 def check_run_dir(run_dir: Path, resuming: bool, exist_ok: bool) -> None:
-    """D1 + item 1: a writable folder, and not another run's unless resuming it or --exist-ok."""
+    """D1 + item 1: a writable folder, and not another run's unless resuming it or --exist-ok; with
+    --exist-ok, everything it would remove is fvt's and nothing is in the way (checked before any work)."""
     check_output_dir(run_dir, "--output")
     held = _foreign_entries(run_dir)
     if held and not resuming and not exist_ok:
         shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
         raise UsageError(f"--output {run_dir} is not empty ({shown}): pass --resume auto to continue that run, "
                          "--exist-ok to start a new one there (its run files are replaced), or another --output")
+    if held:
+        run_files(run_dir, fresh=exist_ok and not resuming)  # raises UsageError naming what is not fvt's
+
+
+def run_files(run_dir: Path, fresh: bool) -> List[Path]:
+    """The earlier run's files a fresh start removes (``fresh``), after checking that each is fvt's and that
+    no folder stands where a run file goes; raises one UsageError naming the first problems."""
+    from .provenance import is_fvt_file, is_fvt_run
+
+    named = sorted({e for pat in RUN_FILE_PATTERNS for e in Path(run_dir).glob(pat)} |
+                   {e for tree in RUN_TREES for e in (Path(run_dir) / tree).rglob("*") if not e.is_dir()})
+    in_way = [e.name for e in named if not e.is_file() or e.is_symlink()]
+    if in_way:
+        raise UsageError(f"--output {run_dir}: {', '.join(in_way[:3])} {'is' if len(in_way) == 1 else 'are'} not a "
+                         "plain file where fvt writes one; move it away or choose another --output")
+    if not fresh:
+        return []
+    ours = is_fvt_run(run_dir)
+    foreign = [e.name for e in named if not ours or not is_fvt_file(e)]
+    if foreign:
+        why = "files fvt did not write" if ours else f"files of the same names, and {run_dir} never held an fvt run"
+        raise UsageError(f"--exist-ok: --output {run_dir} holds {', '.join(foreign[:4])}"
+                         f"{', ...' if len(foreign) > 4 else ''} ({why}); fvt would replace them, so it removes "
+                         "nothing: move them away or choose another --output")
+    return named
 
 
 class RunFolder:
@@ -115,14 +149,22 @@ class RunFolder:
         if stale:
             log(f"removed {len(stale)} temporary file(s) of an interrupted checkpoint write: "
                 f"{', '.join(e.name for e in stale[:3])}")
-        if fresh:
-            old = sorted({e for pat in RUN_FILE_PATTERNS for e in self.dir.glob(pat) if e.is_file()})
-            for e in old:
-                e.unlink()
-            if old:
-                log(f"--exist-ok: removed {len(old)} file(s) of the earlier run in {self.dir} "
-                    f"({', '.join(e.name for e in old[:4])}{', ...' if len(old) > 4 else ''})")
+        try:
+            old = run_files(self.dir, fresh)  # checked again under the lock: another process may have written
+        except UsageError:
+            self.close()
+            self._remove_made()
+            raise
+        for e in old:
+            e.unlink()
+        if old:
+            log(f"--exist-ok: removed {len(old)} file(s) of the earlier run in {self.dir} "
+                f"({', '.join(e.name for e in old[:4])}{', ...' if len(old) > 4 else ''})")
         self.before = {e.name for e in self.dir.iterdir()} - {LOCK_NAME}
+        if not (self.dir / MARKER_NAME).is_file():
+            from .provenance import write_marker
+
+            write_marker(self.dir / MARKER_NAME)
         return self
 
     def rollback(self) -> None:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+from .interrupts import active as active_guard
 from .trackers import artifact_files, open_trackers, parse_log_to, where_lines
 
 
@@ -34,7 +35,8 @@ class RunLogger:
         self.epochs: list = []
         if not enabled:
             return
-        _pyplot()  # now, not at the first epoch's end: a Ctrl-C inside matplotlib's C-extension import aborts Python
+        with active_guard().held():  # now, and whole: a Ctrl-C inside matplotlib's C-extension import aborts Python
+            _pyplot()
         # a resumed run keeps its earlier epochs in the curves
         csv_path = self.dir / "metrics.csv"
         if csv_path.exists():
@@ -47,7 +49,8 @@ class RunLogger:
             return
         self.opened = True
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.trackers = open_trackers(self.names, self.dir, self.print)
+        with active_guard().held():  # (their imports are not to be cut short by a Ctrl-C either)
+            self.trackers = open_trackers(self.names, self.dir, self.print)
         if any(t.name != "tensorboard" for t in self.trackers):
             import atexit
 
@@ -62,6 +65,7 @@ class RunLogger:
         self._each("start", dict(params or {}))
 
     def _each(self, method: str, *args, skip=()) -> None:
+        self.trackers = [t for t in self.trackers if getattr(t, "alive", True)]  # (a dropped one said why)
         for t in list(self.trackers):
             if t.name in skip:
                 continue
@@ -221,7 +225,8 @@ def format_epoch_line(row: dict, epochs: int) -> str:
         if key in row:
             parts.append(f"{name} {row[key]:.4f}" if key.endswith(("loss", "map")) else f"{name} {row[key]:.2f}%")
     parts.append(f"lr {row.get('lr', 0):.2e}")
-    parts.append(f"{row.get('img_per_s', 0):.0f} img/s")
+    per_s = row.get("img_per_s", 0)
+    parts.append(f"{per_s:.0f} img/s" if per_s >= 10 else f"{per_s:.2g} img/s")  # not "0 img/s" below one
     parts.append(f"{row.get('epoch_time_s', 0):.0f}s")
     return " | ".join(parts)
 

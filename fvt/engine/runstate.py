@@ -212,7 +212,8 @@ def what_was_kept(run: Run) -> str:
     kept = []
     if run.last_saved is not None and (run.run_dir / "last.pt").is_file():
         kept.append(f"{run.run_dir / 'last.pt'} ({run.last_saved})")
-    if run.topk is not None and run.topk.history:
+    # (a run resumed from another folder carries a best history that names no best.pt here)
+    if run.topk is not None and run.topk.history and (run.run_dir / "best.pt").is_file():
         value, epoch = run.topk.history[0]
         kept.append(f"{run.run_dir / 'best.pt'} (epoch {epoch}, {BEST_KEYS[run.cfg.train.best_metric]} {value:.4g})")
     if not kept:
@@ -228,7 +229,12 @@ def progress_line(run: Run, rec: dict) -> str:
     t0, step0 = run.loop_start
     pace = (time.time() - t0) / max(rec["step"] - step0, 1)
     return (f"step {rec['step']}/{total} | epoch {rec['epoch']}/{run.epochs} | loss {rec['loss']:.4f} | "
-            f"lr {rec['lr']:.2e} | {rec['img_per_s']:.0f} img/s | ETA {duration(pace * max(total - rec['step'], 0))}")
+            f"lr {rec['lr']:.2e} | {rate(rec['img_per_s'])} img/s | ETA {duration(pace * max(total - rec['step'], 0))}")
+
+
+def rate(per_s: float) -> str:
+    """Images per second with the digits that matter: 312, 4.7, 0.38 (not "0" below one)."""
+    return f"{per_s:.0f}" if per_s >= 10 else f"{per_s:.2g}"
 
 
 def duration(seconds: float) -> str:
@@ -244,7 +250,9 @@ def finish_summary(run: Run, stopped_by: str, report: Optional[Path]) -> dict:
     key, weights = BEST_KEYS[run.cfg.train.best_metric], selection_weights(run)
     best = run.topk.history[0] if run.topk.history else None
     best_path = run.run_dir / "best.pt" if best else None
-    lines = [f"done: {s.epoch} epoch(s), {s.step} steps ({stopped_by}) in {duration(wall)}; run folder {run.run_dir}"]
+    why = {"epochs": "all epochs done", "max_steps": "--max-steps reached", "early_stop": "early stopping"}
+    lines = [f"done: {s.epoch} epoch(s), {s.step} steps in {duration(wall)} ({why.get(stopped_by, stopped_by)}); "
+             f"run folder {run.run_dir}"]
     if best:
         lines.append(f"best: {key} {best[0]:.4g} at epoch {best[1]} ({weights} weights) -> {best_path}")
     else:
@@ -252,7 +260,10 @@ def finish_summary(run: Run, stopped_by: str, report: Optional[Path]) -> dict:
     if report is not None:
         lines.append(f"report: {report}")
     ckpt = best_path or run.run_dir / "last.pt"
-    lines.append(f"next: fvt eval --checkpoint {ckpt} --data {run.cfg.data.val_data or run.cfg.data.data}")
+    if run.val_loader is not None:  # without --data, eval scores the run's own validation split (not its training data)
+        lines.append(f"next: fvt eval --checkpoint {ckpt}")
+    else:
+        lines.append(f"next: fvt eval --checkpoint {ckpt} --data DIR (labelled images the run has not trained on)")
     return {"run_dir": str(run.run_dir), "stopped_by": stopped_by, "step": s.step, "epoch": s.epoch,
             "best": best[0] if best else None, "best_epoch": best[1] if best else None, "best_metric": key,
             "selected_weights": weights, "best_path": str(best_path) if best_path else None,

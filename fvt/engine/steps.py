@@ -19,6 +19,7 @@ import torch
 
 from ..errors import TrainingDiverged  # noqa: F401 - raised here, exit code 3
 from . import distributed as D
+from . import interrupts
 from .distill import distillation_loss, teacher_logits
 from .evaluate import autocast_context
 from .optim import current_lr
@@ -106,10 +107,17 @@ def train_one_epoch(p: StepParts, loader, state: TrainState, on_step: Callable[[
     batches = 0
     remaining = len(loader.batch_sampler.sampler)  # this rank's samples left in the epoch
     last_images = None
-    for batch in iter_keeping_rng(loader):
+    guard = interrupts.active()  # a Ctrl-C inside a step waits for the step's end: last.pt stays consistent
+    with guard.held():  # (the loader's hidden seed draw is not to be cut in two either)
+        batch_iter = iter_keeping_rng(loader)
+    for batch in batch_iter:
         batches += 1
         micro += 1
+        if micro == 1:
+            guard.hold()  # released after the step's bookkeeping and periodic save (on_step)
         final = micro == accum or batches == total_batches
+        if batch is not None and batch[0].shape[0] < 2:
+            batch = None  # files that failed to decode left one sample: BatchNorm cannot train on it
         if batch is not None:
             images, targets = batch[0].to(p.device, non_blocking=True), batch[1].to(p.device, non_blocking=True)
             if cfg.model.channels_last:
@@ -149,6 +157,7 @@ def train_one_epoch(p: StepParts, loader, state: TrainState, on_step: Callable[[
         if cfg.train.log_every and state.step % cfg.train.log_every == 0:
             log_step(record)
         on_step()
+        guard.release()  # a Ctrl-C held during the step stops the run here
         _kill_hook(state.step)
         if cfg.train.max_steps is not None and state.step >= cfg.train.max_steps:
             break

@@ -129,9 +129,7 @@ class MlflowTracker(Tracker):
     def __init__(self, run_dir: Path):
         from mlflow.tracking import MlflowClient
 
-        uri = os.environ.get("MLFLOW_TRACKING_URI")
-        home = run_dir.resolve().parent
-        self.uri = uri or f"sqlite:///{home / 'mlflow.db'}"
+        self.uri = tracking_uri(run_dir)
         with _no_stray_mlruns():
             self.client = MlflowClient(tracking_uri=self.uri)
         exp_name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "fvt")
@@ -177,7 +175,7 @@ class WandbTracker(Tracker):
         import wandb
 
         self.wandb = wandb
-        mode = os.environ.get("WANDB_MODE") or ("online" if _wandb_logged_in() else "offline")
+        mode = wandb_mode()
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "fvt"), name=run_dir.resolve().name,
                               dir=str(run_dir), mode=mode)
         self.offline = mode in ("offline", "dryrun")
@@ -202,6 +200,15 @@ class WandbTracker(Tracker):
         self.run.finish(exit_code=0 if ok else 1)
 
 
+def tracking_uri(run_dir: Path) -> str:
+    """MLflow's store: MLFLOW_TRACKING_URI, else a SQLite file beside the run folder."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(run_dir).resolve().parent / 'mlflow.db'}"
+
+
+def wandb_mode() -> str:
+    return os.environ.get("WANDB_MODE") or ("online" if _wandb_logged_in() else "offline")
+
+
 def _wandb_logged_in() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
@@ -220,24 +227,35 @@ def _safe_name(name: str) -> str:
 FACTORIES = {"tensorboard": TensorBoardTracker, "mlflow": MlflowTracker, "wandb": WandbTracker}
 
 
-def open_trackers(names: Iterable[str], run_dir: Path, warn) -> List[Tracker]:
-    """Start each named tracker; one that cannot start is reported and left out (the run goes on)."""
+def open_trackers(names: Iterable[str], run_dir: Path, warn) -> list:
+    """Start each named tracker; one that cannot start is reported and left out (the run goes on).
+
+    Remote trackers are probed first and then run off the training thread (``tracker_guard``)."""
+    from .tracker_guard import GuardedTracker, describe, probe
+
     out = []
     for name in names:
+        if name != "tensorboard":
+            why = probe(name, tracking_uri(run_dir) if name == "mlflow" else None)
+            if why:
+                warn(f"warning: --log-to {name} disabled ({why}); the run's own logs go on")
+                continue
+            out.append(GuardedTracker(name, lambda n=name: FACTORIES[n](Path(run_dir)), warn))
+            continue
         try:
             out.append(FACTORIES[name](Path(run_dir)))
         except ImportError:  # an extra that is not installed (TensorBoard, the default): say which
             warn(f"note: --log-to {name} is off ({MODULE[name]} is not installed: "
                  f"pip install 'fastervit-toolkit[{EXTRA[name]}]'); the run's own logs go on")
         except Exception as e:  # a tracker outage must not cost the training run
-            warn(f"warning: --log-to {name} disabled ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+            warn(f"warning: --log-to {name} disabled ({describe(e)})")
     return out
 
 
 def where_lines(trackers: Sequence[Tracker]) -> List[str]:
     """One line per external tracker saying where its records went."""
     lines = []
-    for t in trackers:
+    for t in (getattr(t, "inner", t) for t in trackers if getattr(t, "alive", True)):
         if isinstance(t, MlflowTracker):
             lines.append(f"mlflow: run {t.run_id} in {t.uri}")
         elif isinstance(t, WandbTracker):

@@ -24,10 +24,11 @@ from typing import Optional
 import torch
 
 from ..config import Config
-from ..errors import TrainingDiverged
+from ..errors import FvtError, TrainingDiverged
 from . import distributed as D
 from .checkpoint import TopK
 from .evaluate import classification_metrics, run_inference
+from .interrupts import InterruptGuard, active as guard_of_run, stop_interrupted
 from .losses import build_criterion
 from .optim import build_optimizer, build_scheduler, current_lr, effective_lr
 from .precision import resolve_amp
@@ -57,15 +58,15 @@ def train(cfg: Config, callbacks: Optional[list] = None) -> dict:
     validate_config(cfg)  # every value in its range, a window-able size: before any work
     created = not D.is_initialized()  # tear down only a process group this call set up
     dist = D.init_distributed(cfg.train.device, cfg.train.dist_timeout)
-    try:
-        with D.peer_failures(cfg.train.dist_timeout):  # a lost or stuck peer: one clear line, not a hang
-            return _train(cfg, dist, list(callbacks or []))
+    try:  # a lost or stuck peer: one clear line, not a hang; Ctrl-C: fvt.engine.interrupts
+        with D.peer_failures(cfg.train.dist_timeout), InterruptGuard() as guard:
+            return _train(cfg, dist, list(callbacks or []), guard)
     finally:
         if created:
             D.cleanup()
 
 
-def _train(cfg: Config, dist: D.DistInfo, callbacks: list) -> dict:
+def _train(cfg: Config, dist: D.DistInfo, callbacks: list, guard: InterruptGuard) -> dict:
     plan = plan_start(cfg)  # every check that needs no data; nothing written yet
     if dist.distributed:  # every rank checked the folder before rank 0 writes to it; rank 0's choice holds
         plan.run_dir = Path(D.broadcast_object(str(plan.run_dir) if dist.is_main else None))
@@ -82,18 +83,25 @@ def _train(cfg: Config, dist: D.DistInfo, callbacks: list) -> dict:
             resume_run(run)
             _wrap_model(run)
             _open_logs(run)
-        except BaseException:
+            guard.check()  # a Ctrl-C that a library swallowed during the set-up still stops it
+        except BaseException as e:
             if folder is not None:
                 folder.rollback()  # a failed start leaves nothing behind
+            if guard.seen and not isinstance(e, (KeyboardInterrupt, FvtError)):
+                raise KeyboardInterrupt from None  # an import cut short by Ctrl-C fails oddly: it is the Ctrl-C
             raise
         try:
             stopped_by = _epoch_loop(run)
         except KeyboardInterrupt:
-            return _interrupted(run)
+            return stop_interrupted(run, guard, folder)
         except TrainingDiverged as e:  # D17: say exactly what was kept
             run.logger.event("stop", reason="diverged", step=run.state.step, message=str(e))
             run.logger.close()
             raise TrainingDiverged(f"{e}; {what_was_kept(run)}") from None
+        except Exception as e:  # (a library cut short by Ctrl-C may fail in its own way)
+            if guard.seen and not isinstance(e, FvtError):
+                return stop_interrupted(run, guard.mark_torn(), folder)
+            raise
         return _finish(run, stopped_by)
     finally:
         speedups.release(run)  # a ram cache holds memory until the run ends
@@ -264,7 +272,8 @@ def _epoch_loop(run: Run) -> str:
             run.log(format_epoch_line(row, run.epochs) + f" | stopped at --max-steps {cfg.train.max_steps}")
             run.notify("on_epoch_end", row)
             return "max_steps"
-        stop = _end_epoch(run, row, stats)
+        with guard_of_run().held():  # an epoch's closing (schedule, row, best, last.pt) is one moment
+            stop = _end_epoch(run, row, stats)
         if stop:
             return stop
     return "epochs"
@@ -311,6 +320,7 @@ def _train_epoch(run: Run):
 def _evaluate(run: Run) -> dict:
     """Validation metrics of the model (val_*) and of its EMA (ema_val_*)."""
     dist, out = run.dist, {}
+    D.sync_for_evaluation(run.core, run.ema.module if run.ema else None)  # every rank evaluates rank 0's
     for prefix, net in (("", run.model if not dist.distributed else run.core),
                         ("ema_", run.ema.module if run.ema else None)):
         if net is None:
@@ -362,16 +372,7 @@ def _end_epoch(run: Run, row: dict, stats: dict) -> Optional[str]:
     return "time" if out_of_time else None
 
 
-# -- 4. finish -------------------------------------------------------------------------------------------
-def _interrupted(run: Run) -> dict:
-    save_last(run, False, gather=False)  # ranks may be interrupted at different points: no collective
-    run.log(f"interrupted: saved {run.run_dir / 'last.pt'} at step {run.state.step}; continue with "
-            f"fvt train --output {run.run_dir} --resume auto")
-    run.logger.event("stop", reason="interrupted", step=run.state.step)
-    run.logger.close()
-    return {"run_dir": str(run.run_dir), "stopped_by": "interrupted", "step": run.state.step}
-
-
+# -- 4. finish (an interrupted run: fvt.engine.interrupts.stop_interrupted) -------------------------------
 def _finish(run: Run, stopped_by: str) -> dict:
     s = run.state
     trust.calibrate_best(run)  # temperature + abstention threshold into best.pt, fitted on the val split

@@ -114,7 +114,9 @@ def run_eval(args) -> int:
         parts += [f"loss {rec['loss']:.4f}", f"balanced acc {rec['balanced_accuracy']:.2f}%",
                   f"AUC macro {rec['roc_auc_macro']:.4f}", f"ECE {rec['ece']:.4f}"]
     tta = f", tta {args.tta}" if args.tta != "none" else ""
-    print(f"{rec['num_samples']} images ({rec['backend']}{tta}): " + ", ".join(parts))
+    skipped = rec.get("skipped") or 0
+    note = f" ({skipped} more skipped: unreadable, each named above)" if skipped else ""
+    print(f"{rec['num_samples']} images{note} ({rec['backend']}{tta}): " + ", ".join(parts))
     if "knn_k" in rec:
         score = f"top1 {rec['knn_top1']:.2f}%" if "knn_top1" in rec else f"mAP {rec['knn_map']:.4f}"
         print(f"k-NN (k={rec['knn_k']}, cosine, {rec['knn_train_images']} training images): {score}")

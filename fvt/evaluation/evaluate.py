@@ -109,11 +109,30 @@ def _write_with_trust(out: Path, loaded, logits: np.ndarray, targets: np.ndarray
     return record
 
 
-def _progress(loader, show: bool):
-    """tqdm.auto over the batches (a bar on a TTY / in notebooks, silent elsewhere); len() preserved."""
-    from tqdm.auto import tqdm
+class _Progress:
+    """The loader's batches with a tqdm.auto bar (on a TTY / in notebooks, silent elsewhere); len() preserved.
 
-    return tqdm(loader, desc="eval", unit="batch", disable=None if show else True, leave=False)
+    Not ``tqdm(loader)``: tqdm.auto's class makes an iterator of the loader when it is built and then
+    iterates the loader again, so every image was decoded twice (and a broken one reported twice)."""
+
+    def __init__(self, loader, show: bool):
+        self.loader, self.show = loader, show
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(self.loader), desc="eval", unit="batch", disable=None if self.show else True,
+                  leave=False) as bar:
+            for batch in self.loader:
+                yield batch
+                bar.update(1)
+
+
+def _progress(loader, show: bool):
+    return _Progress(loader, show)
 
 
 def evaluate_checkpoint(checkpoint: Union[str, Path], data: Optional[Union[str, Path]] = None,
@@ -205,10 +224,11 @@ def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, mod
         D.barrier()
         return None
     paths: List[str] = [str(dataset.paths[i]) for i in indices.tolist()]
+    skipped = max(0, len(dataset) - len(paths))  # files that failed to decode mid-run (each reported once)
     extra = {"checkpoint": str(checkpoint), "weights": weights, "backend": loaded.backend,
              "model_name": loaded.model_name, "epoch": loaded.info.get("epoch"),
              "data": str(data) if data is not None else "run val split", "world_size": dist.world_size, "tta": tta,
-             **knn_rec}
+             "skipped": skipped, **knn_rec}
     record = _write_outputs(out, loaded, logits.double().numpy(), targets.numpy(), paths, extra, foreign, explain, log)
     written = []
     if reports:

@@ -186,7 +186,8 @@ def class_distribution_figure(counts: Dict[str, Dict[str, int]], classes: Sequen
         ax.set_xticks(range(n), labels=[label(c) for c in classes], rotation=45 if n > 6 else 0,
                       ha="right" if n > 6 else "center")
     ax.set(ylabel="images", title="Images per class")
-    ax.legend(fontsize=8)
+    if counts:  # no split, no bars: a legend would only make matplotlib warn
+        ax.legend(fontsize=8)
     return _save(fig, path)
 
 

@@ -53,6 +53,9 @@ def thumb(path, size: int = THUMB) -> Optional[str]:
     except Exception:
         return None
     im.thumbnail((size, size))
+    if max(im.size) < size:  # small training images (32 px) are enlarged to be seen, pixels kept sharp
+        scale = size / max(im.size)
+        im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), resample=0)
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=85)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

@@ -22,8 +22,9 @@ import torch
 from PIL import Image
 
 from ..data import expand_image_paths
-from ..data.decode import ImageDecodeError, load_image
+from ..data.decode import ImageDecodeError, geometry_problem, image_problem, load_image
 from ..data.transforms import Preprocessing, eval_transform
+from ..arguments import shown
 from ..errors import CheckpointError, DataError, UsageError
 from ..runtime import tune_allocator
 from .abstain import UNKNOWN
@@ -58,17 +59,33 @@ def _collate(items):
 
 
 def array_to_image(a: np.ndarray) -> Image.Image:
-    """HWC / HW numpy image -> RGB PIL image (uint8 as is, float in 0..1 scaled to 0..255)."""
+    """HWC / HW numpy image -> RGB PIL image: uint8 (or any integers in 0..255) as is, floats in 0..1
+    scaled to 0..255; anything else is a UsageError (a float image in 0..255 would otherwise be taken
+    for a saturated one). The image bounds of every input apply (raises ImageDecodeError)."""
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4))):
         raise UsageError(f"numpy image of shape {a.shape}: expected (H, W, 3), (H, W, 4) or (H, W) "
                          f"(channels last; transpose a (3, H, W) array first)")
+    problem = geometry_problem(a.shape[1], a.shape[0])
+    if problem:
+        raise ImageDecodeError(problem)
     if a.dtype != np.uint8:
-        if not np.issubdtype(a.dtype, np.number) or not np.isfinite(a).all():
-            raise UsageError(f"numpy image of dtype {a.dtype} with non-finite or non-numeric values")
-        a = a.astype(np.float64)
-        a = np.clip(a * 255.0 if a.max() <= 1.0 else a, 0, 255).round().astype(np.uint8)
+        if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+            raise UsageError(f"numpy image of dtype {a.dtype}: give uint8 0..255 or floats in 0..1")
+        if not np.isfinite(a).all():
+            raise UsageError(f"numpy image of dtype {a.dtype} with NaN or inf values")
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if np.issubdtype(a.dtype, np.integer):
+            if lo < 0 or hi > 255:
+                raise UsageError(f"numpy image of dtype {a.dtype} with values {lo:g}..{hi:g}: give uint8 0..255 "
+                                 f"(or floats in 0..1)")
+            a = a.astype(np.uint8)
+        elif lo < 0 or hi > 1:
+            raise UsageError(f"float numpy image with values {lo:g}..{hi:g}: give floats in 0..1 (divide by 255) "
+                             f"or uint8 0..255")
+        else:
+            a = np.clip(a.astype(np.float32) * 255.0, 0, 255).round().astype(np.uint8)
     return Image.fromarray(a).convert("RGB")
 
 
@@ -78,7 +95,38 @@ def array_to_bands(a: np.ndarray, channels: int) -> torch.Tensor:
 
     if a.ndim != 3 or a.shape[-1] != channels:
         raise UsageError(f"numpy image of shape {a.shape}: this model takes (H, W, {channels}) (channels last)")
+    problem = geometry_problem(a.shape[1], a.shape[0])
+    if problem:
+        raise ImageDecodeError(problem)
     return bands_tensor(a)
+
+
+def split_inputs(images, function: str = "predict") -> list:
+    """The inputs of one predict call as a list: one path / PIL image / numpy image / tensor image is one
+    input; a 4-D array or tensor and a list or tuple are several. Anything else is a UsageError naming
+    what is accepted."""
+    if images is None or isinstance(images, (bytes, dict, set)) or isinstance(images, (int, float, bool)):
+        raise UsageError(f"{function}: cannot predict {shown(images)}: give {ACCEPTED}, or a list of them")
+    if isinstance(images, (str, Path, Image.Image)):
+        return [images]
+    if isinstance(images, (np.ndarray, torch.Tensor)):
+        if images.ndim in (2, 3):
+            return [images]
+        if images.ndim == 4:
+            return list(images)
+        raise UsageError(f"{function}: an array or tensor of shape {tuple(images.shape)} is not an image: give "
+                         f"(H, W, 3) / (H, W) numpy images, (3, H, W) tensors, or a batch of them (4 dimensions)")
+    if not isinstance(images, (list, tuple)):
+        try:
+            images = list(images)
+        except TypeError:
+            raise UsageError(f"{function}: cannot predict {type(images).__name__}: give {ACCEPTED}, or a list "
+                             f"of them") from None
+    bad = next((x for x in images if not isinstance(x, (str, Path, Image.Image, np.ndarray, torch.Tensor))), None)
+    if bad is not None or any(isinstance(x, (np.ndarray, torch.Tensor)) and x.ndim not in (2, 3) for x in images):
+        what = type(bad).__name__ if bad is not None else "an array that is not one image"
+        raise UsageError(f"{function}: a list item is {what}; each item must be {ACCEPTED}")
+    return list(images)
 
 
 @dataclass
@@ -125,16 +173,23 @@ class Classifier:
 
     @classmethod
     def from_checkpoint(cls, path: Union[str, Path], model: Optional[str] = None, ema: Optional[bool] = None,
-                        device: str = "auto", batch_size: int = 32, workers: int = 0,
-                        reject: Union[None, str, float] = None,
+                        device: Optional[str] = "auto", batch_size: Optional[int] = 32,
+                        workers: Optional[int] = 0, reject: Union[None, str, float] = None,
                         target_precision: Optional[float] = None, tta: str = "none") -> "Classifier":
         """Any file fvt loads (checkpoint, safetensors, ONNX, OpenVINO, ...); an official
         checkpoint needs ``model=NAME``. ``ema``: None = the weights the run selected. ``reject``:
         None (always answer), ``"auto"`` (the threshold stored with the run, or re-chosen from its
         stored curve for ``target_precision``) or a probability. ``tta``: none, flip or crops
         (fvt.evaluation.tta). Tunes the process's allocator as fvt's commands do (:mod:`fvt.runtime`)."""
+        from ..arguments import check_arguments
+
+        if path is None:
+            raise UsageError("Classifier.from_checkpoint(path=None): give the checkpoint or export file to use")
+        check_arguments("Classifier.from_checkpoint", path=path, model=model, ema=ema, device=device,
+                        batch_size=batch_size, workers=workers)
         tune_allocator()
-        return cls(load_any(path, model_name=model, ema=ema, device=device), batch_size, workers,
+        return cls(load_any(path, model_name=model, ema=ema, device=device or "auto"),
+                   32 if batch_size is None else batch_size, workers or 0,
                    reject=reject, target_precision=target_precision, tta=tta)
 
     def _logits(self, batch: torch.Tensor) -> np.ndarray:
@@ -164,11 +219,17 @@ class Classifier:
 
         if isinstance(item, torch.Tensor):
             if item.dtype == torch.uint8:
+                if item.ndim != 3 or item.shape[0] not in (1, 3, 4, self.channels):
+                    raise UsageError(f"a uint8 tensor of shape {tuple(item.shape)}: give ({self.channels}, H, W)")
                 item = item.permute(1, 2, 0).cpu().numpy()
             else:
-                return item.float()
+                return self._model_input(item)
         if isinstance(item, np.ndarray) and self.channels not in (1, 3):
             return self.transform(array_to_bands(item, self.channels))
+        if isinstance(item, Image.Image):
+            problem = image_problem(item)
+            if problem:
+                raise ImageDecodeError(problem)
         if isinstance(item, np.ndarray):
             item = array_to_image(item)
         if isinstance(item, Image.Image):
@@ -177,13 +238,19 @@ class Classifier:
             raise UsageError(f"cannot predict a {type(item).__name__}: give {ACCEPTED}")
         return self.transform(load_image(item, self.preprocessing.min_decode_size, channels=self.channels))
 
+    def _model_input(self, t: torch.Tensor) -> torch.Tensor:
+        """A float tensor is taken as preprocessed model input: it must have the model's own shape."""
+        want = (len(self.preprocessing.mean), *self.preprocessing.input_size)
+        if not t.is_floating_point() or tuple(t.shape) != want:
+            raise UsageError(f"a {t.dtype} tensor of shape {tuple(t.shape)}: a float tensor is taken as preprocessed "
+                             f"model input and must be {want}; give a uint8 (3, H, W) tensor, a PIL image or a numpy "
+                             f"image to have it resized and normalised")
+        if not torch.isfinite(t).all():
+            raise UsageError("a float tensor with NaN or inf values cannot be model input")
+        return t.float()
+
     def _expand(self, images) -> List[Tuple[str, ImageInput]]:
-        if isinstance(images, (str, Path, Image.Image)):
-            images = [images]
-        elif isinstance(images, np.ndarray):
-            images = [images] if images.ndim <= 3 else list(images)
-        elif isinstance(images, torch.Tensor):
-            images = [images] if images.ndim == 3 else list(images)
+        images = split_inputs(images, "Classifier.predict")
         return [(str(x) if isinstance(x, (str, Path)) else f"<image {i}>", x) for i, x in enumerate(images)]
 
     # -- prediction --------------------------------------------------------------------
@@ -233,6 +300,7 @@ class Classifier:
 
     def predict(self, images, topk: int = 5) -> List[Prediction]:
         """One ``Prediction`` per input (a single input also gives a list of one)."""
+        topk = check_topk(topk, len(self.classes))
         names = [n for n, _ in self._expand(images)]
         return self.to_predictions(names, self.predict_proba(images), topk)
 
@@ -286,6 +354,6 @@ def expand_paths(patterns: Iterable[str]) -> Tuple[List[Path], List[str]]:
 
 
 def check_topk(k: int, n_classes: int) -> int:
-    if k < 1:
-        raise UsageError(f"--topk {k}: must be at least 1")
-    return min(k, n_classes)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise UsageError(f"--topk {k!r}: give an integer of at least 1")
+    return min(int(k), n_classes)

@@ -39,7 +39,8 @@ figcaption{font-size:.9em;color:#555;text-align:center}.kpi{display:inline-block
 .kpi b{font-size:1.4em;display:block}.muted{color:#777}
 table.facts td{text-align:left}table.facts td:first-child{font-weight:600;background:#f7f7f7}
 tr.weak td{background:#fde2e2}.gallery figure{width:180px}.gallery figure:has(img.cam){width:360px}
-.gallery img{max-width:170px;margin-right:4px}.pair figure{max-width:48%}.gallery figcaption{text-align:left;word-break:break-all}
+.gallery img{max-width:170px;margin-right:4px;image-rendering:pixelated}.pair figure{max-width:48%}
+.gallery figcaption{text-align:left;overflow-wrap:anywhere}
 .links a{margin-right:1em;white-space:nowrap}
 """
 

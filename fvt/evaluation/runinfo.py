@@ -170,8 +170,11 @@ def _split_classes(run_dir: Path) -> Optional[List[str]]:
 def _train_items(run_dir: Path, cfg) -> Tuple[Dict[str, Dict[str, int]], List[Tuple[Path, str]], List[str]]:
     """(counts per split and class, training (path, class) list, classes) from split.json or the folders."""
     from ..data.discovery import discover
+    from ..data.streaming import is_shard_spec
 
     split = run_dir / "split.json"
+    if is_shard_spec(cfg.data.data):  # shards: index.json has the counts, the shards the images
+        return _shard_items(cfg.data.data)
     if split.is_file():
         saved = json.loads(split.read_text(encoding="utf-8"))
         root = Path(saved.get("data", cfg.data.data or "."))
@@ -190,6 +193,20 @@ def _train_items(run_dir: Path, cfg) -> Tuple[Dict[str, Dict[str, int]], List[Tu
                 if name in counts[s]:
                     counts[s][name] += 1
     return counts, splits.get("train") or splits.get("all") or [], classes
+
+
+def _shard_items(spec: str):
+    """(counts per split and class from index.json, some training samples as in-memory files, classes)."""
+    import io
+
+    from ..data.streaming import ShardSource, first_samples
+
+    source = ShardSource(spec)
+    classes = list(source.classes)
+    counts = {s: {c: int((entry.get("counts") or {}).get(c, 0)) for c in classes}
+              for s, entry in source.index["splits"].items() if s in ("train", "val", "test")}
+    train = [(io.BytesIO(data), c) for data, c in first_samples(source, "train", 8 * SAMPLES)]
+    return counts, train, classes
 
 
 def _pick(items: List[Tuple[Path, str]], classes: List[str], n: int) -> List[Tuple[Path, str]]:

@@ -50,7 +50,9 @@ def model_card(loaded: LoadedModel, source: Path) -> str:
     pre = loaded.preprocessing
     cfg = loaded.info.get("config") or {}
     data = (cfg.get("data") or {}) if isinstance(cfg, dict) else {}
-    train = (cfg.get("train") or {}) if isinstance(cfg, dict) else {}
+    sched = (cfg.get("sched") or {}) if isinstance(cfg, dict) else {}
+    # the folder's name only: a card is shared, the path on the training machine is nobody else's business
+    where = Path(str(data["data"]).rstrip("/")).name if data.get("data") else "not recorded"
     metrics = _metrics(loaded, source)
     license_ = loaded.metadata().get("weights_license")
     # the Hub's way to name a licence of its own: license other + license_name / license_link
@@ -66,8 +68,9 @@ def model_card(loaded: LoadedModel, source: Path) -> str:
         f"RGB, resize to {pre['input_size'][0]}x{pre['input_size'][1]} with crop_pct {pre.get('crop_pct')} "
         f"({pre.get('interpolation')}), mean {pre['mean']}, std {pre['std']}.", "",
         "## Training data", "",
-        f"- data: `{data.get('data', 'not recorded')}`, validation fraction {data.get('val_split', 'n/a')}",
-        f"- epochs: {train.get('epochs', 'n/a')}, best epoch: {loaded.info.get('epoch', 'n/a')}", "",
+        f"- data: `{where}`, validation fraction {data.get('val_split', 'n/a')}",
+        f"- epochs planned: {sched.get('epochs', 'not recorded')}, epochs done when this checkpoint was saved: "
+        f"{loaded.info.get('epoch', 'not recorded')}", "",
         "## Metrics", "",
     ]
     lines += [f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}" for k, v in metrics.items()] or ["- none recorded"]

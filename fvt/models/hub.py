@@ -5,16 +5,19 @@ verified local file.
   downloads, progress bar); ``HF_ENDPOINT``, ``HF_HOME`` / ``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE`` are
   read when a file is wanted, not when fvt is imported. An LFS file's ETag is its sha256: a fresh
   download whose bytes do not hash to it is deleted and refused.
-* Plain URLs go through ``torch.hub.download_url_to_file`` into torch.hub's checkpoint folder
-  (``$TORCH_HOME/hub/checkpoints``), under a temporary name that is renamed only after the file is
-  checked: complete (zip / safetensors structure) and, where known, its sha256 (``URL#sha256=HEX``, or
-  torch's ``name-<hash prefix>.pth`` convention).
+* Plain URLs are fetched by ``fvt.models.download`` (bounded in time, bytes and retries) into
+  torch.hub's checkpoint folder under a key of the URL (``$TORCH_HOME/hub/checkpoints/by-url/<key>/NAME``),
+  under a temporary name that is renamed only after the file is checked: complete (zip / safetensors
+  structure) and, where known, its sha256 (``URL#sha256=HEX``, or torch's ``name-<hash prefix>.pth``
+  convention). The pin is checked again on every use of the cached file, and a URL never fills the
+  official weights' place: two URLs ending in the same file name are two cache entries.
 * A cached file is used without any request. The official weights of a variant may also be put by hand
   into torch.hub's checkpoint folder under their official file name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -29,6 +32,7 @@ from typing import Optional, Union
 from urllib.parse import urlparse
 
 from ..errors import CheckpointError, UsageError
+from . import download
 
 OFFICIAL_REPO = "ahatamiz/FasterViT"
 _HUB = "https://huggingface.co"
@@ -184,15 +188,16 @@ def cached(spec: Union[str, bool], model_name: Optional[str] = None) -> Optional
     src = parse_spec(spec, model_name)
     if src.kind == "file":
         return Path(src.where) if Path(src.where).is_file() else None
+    if src.kind == "url":
+        hit = url_cache_path(src)
+        return hit if hit.is_file() and _pin_problem(hit, src) is None else None
     by_hand = torch_checkpoint_dir() / src.filename
-    if by_hand.is_file():
+    if src.where == OFFICIAL_REPO and by_hand.is_file():
         return by_hand
-    if src.kind == "hub":
-        from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache
 
-        hit = try_to_load_from_cache(src.where, src.filename, cache_dir=hub_cache_dir())
-        return Path(hit) if isinstance(hit, str) else None
-    return None
+    hit = try_to_load_from_cache(src.where, src.filename, cache_dir=hub_cache_dir())
+    return Path(hit) if isinstance(hit, str) else None
 
 
 # -- environment, read at call time ---------------------------------------------------------
@@ -222,11 +227,20 @@ def torch_checkpoint_dir() -> Path:
     return Path(os.environ.get("TORCH_HOME", os.path.join(cache, "torch"))).expanduser() / "hub" / "checkpoints"
 
 
+def _check_reachable(src: Source, cache: Path) -> None:
+    """A machine without a network is told so in a few seconds, once (not after a minute of retries)."""
+    why = download.probe(src.url)
+    if why:
+        raise _unreachable(src, cache, f"no network: {why}; on a machine without internet set HF_HUB_OFFLINE=1")
+
+
 def _unreachable(src: Source, cache: Path, why: str) -> CheckpointError:
+    by_hand = (f"put it at {torch_checkpoint_dir() / src.filename} (or pass --pretrained PATH)"
+               if src.kind == "hub" and src.where == OFFICIAL_REPO else "pass --pretrained PATH")
     return CheckpointError(
         f"cannot fetch {src.what or src.filename} ({why}): {src.url} is not in the cache {cache}; download it on a "
         f"machine with internet (`fvt models --download NAME` there, then share the cache) or fetch the URL by hand "
-        f"and put it at {torch_checkpoint_dir() / src.filename} (or pass --pretrained PATH)")
+        f"and {by_hand}")
 
 
 # -- Hugging Face Hub ---------------------------------------------------------------------------
@@ -243,6 +257,7 @@ def _from_hub(src: Source, progress: bool) -> Path:
         return by_hand
     if _offline():
         raise _unreachable(src, cache, "offline mode, HF_HUB_OFFLINE is set")
+    _check_reachable(src, cache)
     if not progress:
         huggingface_hub.utils.disable_progress_bars()
     path = _hub_download(src, cache)
@@ -251,16 +266,23 @@ def _from_hub(src: Source, progress: bool) -> Path:
 
 
 def _hub_download(src: Source, cache: Path, tries: int = 2) -> Path:
-    """hf_hub_download, once more after a transfer that broke off: huggingface_hub before 1.20 does not
-    resume a dropped connection within one call, but its next call continues the partial file (a Range
-    request), so a dropped connection costs a retry, not the download."""
-    from huggingface_hub import hf_hub_download
+    """hf_hub_download, bounded (free space checked against the file's size first; bytes and retries
+    bounded by ``fvt.models.download``), once more after a transfer that broke off: huggingface_hub
+    before 1.20 does not resume a dropped connection within one call, but its next call continues the
+    partial file (a Range request), so a dropped connection costs a retry, not the download."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     attempt = 1
     while True:
         try:
-            return Path(hf_hub_download(src.where, src.filename, cache_dir=cache, endpoint=_endpoint()))
+            if attempt == 1:
+                meta = get_hf_file_metadata(hf_hub_url(src.where, src.filename, endpoint=_endpoint()))
+                download.check_room(meta.size, cache, src.url)  # before huggingface_hub only warns about it
+            return Path(hf_hub_download(src.where, src.filename, cache_dir=cache, endpoint=_endpoint(),
+                                        **download.hub_bounds(src.url, cache)))
+        except download.DownloadFailed as e:
+            raise CheckpointError(f"{e}; nothing was loaded") from None
         except LocalEntryNotFoundError:  # (a subclass of EntryNotFoundError: caught first)
             raise _unreachable(src, cache, "no connection to the Hub") from None
         except EntryNotFoundError:
@@ -272,8 +294,9 @@ def _hub_download(src: Source, cache: Path, tries: int = 2) -> Path:
             first = (str(e).splitlines() or [type(e).__name__])[0][:200]
             if "404" in first or "Not Found" in first:
                 raise CheckpointError(f"{src.url} does not exist (404): check the repository and file name") from None
-            if attempt >= tries:
-                raise _unreachable(src, cache, f"download failed: {first}") from None
+            if attempt >= tries:  # the server answered the probe: this is its failure, not a missing network
+                raise CheckpointError(f"{src.url}: the download failed ({first}); nothing was loaded: run again "
+                                      f"to retry") from None
             attempt += 1
 
 
@@ -289,32 +312,52 @@ def _check_hub_blob(path: Path, src: Source) -> None:
 
 
 # -- plain URLs ------------------------------------------------------------------------------------
+def url_cache_path(src: Source) -> Path:
+    """Where a URL's file is cached: keyed by the URL (the #sha256 pin aside), so two URLs that end in
+    the same file name never share an entry, and no URL lands where official weights are put by hand."""
+    key = hashlib.sha256(src.where.encode()).hexdigest()[:16]
+    return torch_checkpoint_dir() / "by-url" / key / src.filename
+
+
+def _pin_problem(path: Path, src: Source) -> Optional[str]:
+    """Why ``path`` fails the sha256 the URL pins (``#sha256=``, or torch's ``name-<prefix>.pth``), or None."""
+    prefix = re.search(r"-([a-f0-9]{8,})\.", src.filename)
+    want = src.sha256 or (prefix.group(1) if prefix else None)
+    if want and not _sha256(path).startswith(want):
+        return f"does not match its sha256 {want[:12]}..."
+    return None
+
+
 def _from_url(src: Source, progress: bool) -> Path:
     import urllib.error
 
-    import torch.hub
-
-    dst = torch_checkpoint_dir() / src.filename
+    dst = url_cache_path(src)
     if dst.is_file():
-        return dst
+        if _pin_problem(dst, src) is None:
+            return dst
+        dst.unlink()  # cached under another pin (or changed since): fetched again and checked below
     if _offline():
         raise _unreachable(src, dst.parent, "offline mode, HF_HUB_OFFLINE is set")
+    _check_reachable(src, dst.parent)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex}.part")
-    prefix = re.search(r"-([a-f0-9]{8,})\.", src.filename)
     try:
-        torch.hub.download_url_to_file(src.where, str(tmp), hash_prefix=None, progress=progress)
+        download.fetch_url(src.where, tmp, progress, label=src.filename)
         problem = _incomplete(tmp)
         if problem:
             raise CheckpointError(f"{src.url}: the download is incomplete ({problem}); nothing was loaded or "
                                   f"cached: run again to retry")
-        want = src.sha256 or (prefix.group(1) if prefix else None)
-        if want and not _sha256(tmp).startswith(want):
-            raise CheckpointError(f"{src.url}: the downloaded file does not match its sha256 {want[:12]}...; "
-                                  f"nothing was loaded or cached")
+        mismatch = _pin_problem(tmp, src)
+        if mismatch:
+            raise CheckpointError(f"{src.url}: the downloaded file {mismatch}; nothing was loaded or cached")
         os.replace(tmp, dst)
+    except download.DownloadFailed as e:
+        raise CheckpointError(f"{e}; nothing was loaded or cached") from None
     except urllib.error.HTTPError as e:
-        raise CheckpointError(f"{src.url}: HTTP {e.code} {e.reason}") from None
+        if 300 <= e.code < 400:
+            raise CheckpointError(f"{src.url}: HTTP {e.code}: the server redirects in a loop; nothing was loaded "
+                                  f"or cached") from None
+        raise CheckpointError(f"{src.url}: HTTP {e.code} {str(e.reason).splitlines()[0]}") from None
     except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
         raise _unreachable(src, dst.parent, f"no connection: {getattr(e, 'reason', e)}") from None
     except OSError as e:  # a dropped connection surfaces as http.client / socket errors
@@ -322,6 +365,9 @@ def _from_url(src: Source, progress: bool) -> Path:
                               f"cached: run again to retry") from None
     finally:
         tmp.unlink(missing_ok=True)
+        if not dst.exists():
+            with contextlib.suppress(OSError):
+                dst.parent.rmdir()  # a failed first download leaves no empty cache entry
     return dst
 
 

@@ -160,6 +160,10 @@ def create_model(name: str, pretrained=None, num_classes: int = 1000, img_size=N
     ``"official"`` (the variant's official weights, downloaded once and cached),
     ``"hf-hub:OWNER/REPO[:FILE]"``, an ``https://`` URL, or a local file (official .pth.tar, fvt
     checkpoint, plain state dict or .safetensors)."""
+    from ..arguments import check_arguments
+
+    check_arguments("create_model", model_name=name, num_classes=num_classes, img_size=img_size,
+                    drop_path_rate=drop_path_rate)
     model = build_model(name, num_classes=num_classes, img_size=img_size, drop_path_rate=drop_path_rate, **kwargs)
     if pretrained:
         from .checkpoint import load_pretrained
