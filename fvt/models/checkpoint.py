@@ -23,6 +23,8 @@ from ..errors import CheckpointError
 _DERIVED = re.compile(r"\.(relative_coords_table|relative_position_index|relative_bias)$")
 # Parameters that exist only for some resolutions / variants (carrier tokens) or are the head.
 _OPTIONAL = re.compile(r"(\.hat_|\.global_tokenizer\.|\.gamma[12]$|^head\.)")
+# The stem conv: weights for 3-channel images are adapted to the model's input channels.
+_FIRST_CONV = "patch_embed.conv_down.0.weight"
 _EMA_KEYS = ("state_dict_ema", "model_ema")
 _RAW_KEYS = ("state_dict", "model")
 _PREFIXES = ("module.", "_orig_mod.")
@@ -107,12 +109,13 @@ class LoadReport:
     skipped: list = field(default_factory=list)  # (key, reason)
     missing: list = field(default_factory=list)
     rebuilt: list = field(default_factory=list)
+    adapted: list = field(default_factory=list)  # "key (from -> to input channels)"
     spec: str = ""  # what the user asked for (official, hf-hub:..., a URL) when it was not a path
 
     def to_dict(self) -> dict:
         """Counts and names for log.jsonl (the run logger's ``pretrained`` event)."""
         return dict(path=self.path, spec=self.spec or self.path, source=self.source, loaded=len(self.loaded),
-                    reinitialised=list(self.reinitialised), rebuilt=len(self.rebuilt),
+                    reinitialised=list(self.reinitialised), rebuilt=len(self.rebuilt), adapted=list(self.adapted),
                     skipped=[f"{k} ({r})" for k, r in self.skipped], missing=list(self.missing))
 
     def summary(self) -> str:
@@ -120,6 +123,8 @@ class LoadReport:
         lines = [f"loaded {len(self.loaded)} tensors from {origin} ({self.source})"]
         if self.reinitialised:
             lines.append(f"re-initialised: {', '.join(self.reinitialised)}")
+        if self.adapted:
+            lines.append(f"adapted to the model's input channels: {', '.join(self.adapted)}")
         if self.rebuilt:
             lines.append(f"rebuilt for this input size: {len(self.rebuilt)} position-bias buffers "
                          f"(continuous position-bias MLP weights kept)")
@@ -166,7 +171,12 @@ def load_pretrained(model: nn.Module, path: Union[str, Path, bool], use_ema: boo
                 bad_core.append(f"{k} missing")
             continue
         if sd[k].shape != v.shape:
-            if k.startswith("head."):
+            if k == _FIRST_CONV and sd[k].shape[:1] + sd[k].shape[2:] == v.shape[:1] + v.shape[2:]:
+                from timm.models import adapt_input_conv  # timm's rule: sum for 1 channel, repeat and scale for more
+
+                to_load[k] = adapt_input_conv(v.shape[1], sd[k])
+                report.adapted.append(f"{k} ({sd[k].shape[1]} -> {v.shape[1]} input channels)")
+            elif k.startswith("head."):
                 report.reinitialised.append(k)
             elif _OPTIONAL.search(k):
                 report.skipped.append((k, f"shape {tuple(sd[k].shape)} vs {tuple(v.shape)}"))
