@@ -115,7 +115,7 @@ class WindowPosBias(_CachedBias):
     def compute(self) -> torch.Tensor:
         table = self.cpb_mlp(self.relative_coords_table).view(-1, self.num_heads)
         n = self.window_size * self.window_size  # (an int in TorchScript too; ** gives a float)
-        bias = table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
+        bias = table[self.relative_position_index].permute(2, 0, 1)  # (heads, n, n)
         bias = 16 * torch.sigmoid(bias)
         extra = self.seq_length - n
         if extra > 0:

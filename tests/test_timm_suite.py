@@ -1,0 +1,73 @@
+"""timm's own model test suite (tests/test_models.py from the installed timm's sdist) against fvt's models.
+
+benchmarks/timm_suite.py downloads the sdist from the package registry once (cached under the temp
+folder, or $FVT_TIMM_SUITE_CACHE) and runs timm's file in a separate pytest process per model with
+fvt's models registered. Without a registry connection these tests skip and say why.
+
+CI runs faster_vit_nano (every test) and faster_vit_0_224 (every test but
+test_prune_intermediate_layers_contract, which timm itself keeps out of its CI as slow; nano runs
+it); ``-m slow`` runs every test for every variant (about 16 GB of RAM for FasterViT-6's pretrained
+tests; docs/timm.md).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("timm_suite", REPO / "benchmarks" / "timm_suite.py")
+timm_suite = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(timm_suite)
+
+# every test of timm's file parametrised by model name that applies to a classification model
+# (test_model_default_cfgs_non_std is for the families in timm's NON_STD_FILTERS; test_model_inference
+# for timm's own test_* models)
+EVERY_TEST = {
+    "test_model_forward", "test_model_backward", "test_model_default_cfgs", "test_model_forward_torchscript",
+    "test_model_forward_features", "test_model_forward_intermediates_features", "test_model_forward_intermediates",
+    "test_prune_intermediate_layers_contract", "test_model_forward_fx", "test_model_backward_fx",
+    "test_model_forward_fx_torchscript"}
+PRETRAINED_TESTS = {"test_model_load_pretrained", "test_model_features_pretrained"}
+# timm's own size limits (its tests skip fixed-size models above them); the only skips accepted
+SIZE_SKIP = "Fixed input size model > limit."
+
+
+@pytest.fixture(scope="module")
+def suite():
+    try:
+        return timm_suite.fetch_tests(timm_suite.timm_version(), timm_suite.default_cache())
+    except timm_suite.SuiteUnavailable as e:
+        pytest.skip(f"timm's test suite is not available here: {e}")
+
+
+def _failures(rows) -> list:
+    return [f"{r['test']}[{r['model']}]: {r['why']}" for r in rows
+            if r["outcome"] == "failed" or (r["outcome"] == "skipped" and SIZE_SKIP not in r["why"])]
+
+
+def test_short_suite_nano_and_faster_vit_0(suite):
+    light = sorted(EVERY_TEST - {"test_prune_intermediate_layers_contract"} | PRETRAINED_TESTS)
+    rows = (timm_suite.run_suite(["faster_vit_nano"], suite)
+            + timm_suite.run_suite(["faster_vit_0_224"], suite, tests=light))
+    ran = {(r["test"], r["model"]): r["outcome"] for r in rows}
+    assert not _failures(rows), "\n".join(_failures(rows))
+    # nano has no published weights, so timm lists it for no pretrained test
+    assert {t for t, m in ran if m == "faster_vit_nano"} == EVERY_TEST
+    assert {t for t, m in ran if m == "faster_vit_0_224"} == set(light)
+    assert set(ran.values()) == {"passed"}
+
+
+@pytest.mark.slow
+def test_full_suite_every_variant(suite):
+    from fvt.models import list_models
+    from fvt.models.hub import published
+
+    models = list_models()
+    rows = timm_suite.run_suite(models, suite)
+    assert not _failures(rows), "\n".join(_failures(rows))
+    for model in models:
+        want = EVERY_TEST | (PRETRAINED_TESTS if published(model) else set())
+        assert {r["test"] for r in rows if r["model"] == model} == want, model
