@@ -7,7 +7,7 @@ buffer and recomputed only when the MLP weights or the buffer change (in-place E
 updates and ``load_state_dict`` bump tensor version counters, which we track).
 
 Two paths through every module with an eval shortcut (the bias cache here, BatchNorm folding in
-faster_vit.py): the plain path computes everything from the parameters and is what training,
+blocks.py): the plain path computes everything from the parameters and is what training,
 TorchScript (``torch.jit.script``), torch.fx symbolic tracing and torch.compile see; the eager
 eval path (cache / folded weights) lives in ``@torch.jit.unused`` methods, entered only when
 :func:`eager_eval` says so. Shape-dependent Python control flow (padding to the window, the
