@@ -60,9 +60,11 @@ def fetch_tests(version: str, cache: Path, timeout: float = 180) -> Path:
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
+        shutil.rmtree(dl, ignore_errors=True)
         raise SuiteUnavailable(f"pip download timm=={version} timed out after {timeout:.0f} s") from None
     sdists = sorted(dl.glob(f"timm-{version}.tar.gz"))
     if r.returncode != 0 or not sdists:
+        shutil.rmtree(dl, ignore_errors=True)
         why = next((ln for ln in reversed(r.stderr.splitlines()) if ln.strip()), f"exit {r.returncode}")
         raise SuiteUnavailable(f"cannot download timm=={version}'s sdist from the package registry: {why.strip()}")
     part = cache / f".timm-{version}.part"

@@ -45,6 +45,18 @@ def suite():
         pytest.skip(f"timm's test suite is not available here: {e}")
 
 
+def test_unreachable_registry_is_one_clear_reason(tmp_path, monkeypatch):
+    """No registry: SuiteUnavailable with pip's last line (the CI test then skips with it), nothing cached."""
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(tmp_path / "none.conf"))  # no configured mirrors / find-links
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # discard port: nothing listens
+    for var in ("PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(timm_suite.SuiteUnavailable, match=r"cannot download timm==1\.0\.31's sdist") as e:
+        timm_suite.fetch_tests("1.0.31", tmp_path / "cache")
+    assert "\n" not in str(e.value)
+    assert not list((tmp_path / "cache").iterdir())
+
+
 def _failures(rows) -> list:
     return [f"{r['test']}[{r['model']}]: {r['why']}" for r in rows
             if r["outcome"] == "failed" or (r["outcome"] == "skipped" and SIZE_SKIP not in r["why"])]
