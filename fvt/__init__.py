@@ -1,7 +1,9 @@
 """fvt - the FasterViT toolkit.
 
 Importing fvt registers its FasterViT variants in timm's model registry, so
-``timm.create_model("faster_vit_0_224")`` builds fvt's implementation afterwards.
+``timm.create_model("faster_vit_0_224")`` builds fvt's implementation afterwards
+(``fvt_faster_vit_0_224`` always does; with the official ``fastervit`` package imported the
+plain names are its models: docs/timm.md).
 
 From Python (notebooks, scripts): ``fvt.train``, ``fvt.evaluate``, ``fvt.predict`` and
 ``fvt.export`` do what the commands do and return dataclasses (see :mod:`fvt.api`).
