@@ -23,7 +23,7 @@ from ..errors import CheckpointError
 _DERIVED = re.compile(r"\.(relative_coords_table|relative_position_index|relative_bias)$")
 # Parameters that exist only for some resolutions / variants (carrier tokens) or are the head.
 _OPTIONAL = re.compile(r"(\.hat_|\.global_tokenizer\.|\.gamma[12]$|^head\.)")
-# The stem conv: weights for 3-channel images are adapted to the model's input channels.
+# The stem conv: weights for RGB images are adapted to a model with other input channels.
 _FIRST_CONV = "patch_embed.conv_down.0.weight"
 _EMA_KEYS = ("state_dict_ema", "model_ema")
 _RAW_KEYS = ("state_dict", "model")
@@ -171,7 +171,8 @@ def load_pretrained(model: nn.Module, path: Union[str, Path, bool], use_ema: boo
                 bad_core.append(f"{k} missing")
             continue
         if sd[k].shape != v.shape:
-            if k == _FIRST_CONV and sd[k].shape[:1] + sd[k].shape[2:] == v.shape[:1] + v.shape[2:]:
+            w = sd[k]
+            if k == _FIRST_CONV and w.shape[1] == 3 and w.shape[0] == v.shape[0] and w.shape[2:] == v.shape[2:]:
                 from timm.models import adapt_input_conv  # timm's rule: sum for 1 channel, repeat and scale for more
 
                 to_load[k] = adapt_input_conv(v.shape[1], sd[k])
