@@ -42,6 +42,20 @@ def test_scripted_and_traced_match_the_eager_shortcuts(nano):
     torch.testing.assert_close(traced, eager, rtol=1e-4, atol=1e-5)
 
 
+def test_padded_any_res_path_scripts_and_traces():
+    """The _any_res path (each stage padded to its window, carrier tokens of the padded map, cropped back):
+    timm's suite skips the _any_res variants (576x960 is above its size limits), so it is checked here."""
+    torch.manual_seed(0)
+    m = create_model("faster_vit_nano", img_size=(70, 90), pad_to_window=True, num_classes=3).eval()
+    x = torch.randn(1, 3, 70, 90)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        eager = m(x)
+        torch.testing.assert_close(torch.jit.script(m)(x), eager, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(torch.fx.symbolic_trace(m)(x), eager, rtol=1e-4, atol=1e-5)
+    assert m.plans[2].padded != m.plans[2].feat  # the padding really happens
+
+
 def test_fx_graph_computes_from_the_weights_not_from_the_eval_caches():
     """A graph traced in eval mode follows a later in-place weight change (as an EMA update makes)."""
     torch.manual_seed(0)
