@@ -1,21 +1,27 @@
 """FasterViT's blocks: the stem, the downsampling, convolutional blocks, hierarchical-attention
 (HAT) blocks and the carrier-token initializer. Module names follow the official release.
 
-Each eval shortcut (BatchNorm folded into the convs) is an eager-only ``@torch.jit.unused`` path
-next to the plain one that training, TorchScript, torch.fx and torch.compile use (see layers.py).
+Inference (eval mode, no autograd) folds each BatchNorm into its conv: eager mode caches the folded
+weights (an ``@torch.jit.unused`` path); TorchScript, torch.fx graphs and torch.compile fold them
+from the parameters on every call, with the same arithmetic (see layers.py).
 """
 
 from typing import Optional, Tuple
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm2d
 
-from .layers import (FoldCache, Mlp, TokenPosEmbed, WindowAttention, can_fold, carrier_to_grid, grid_to_carrier)
+from .layers import (EagerEvalModule, FoldCache, Mlp, TokenPosEmbed, WindowAttention, carrier_to_grid, fold_conv_bn,
+                     grid_to_carrier)
+
+# a graph leaf for torch.fx: it reads BatchNorm buffers, which fx would otherwise turn into constants
+torch.fx.wrap("fold_conv_bn")
 
 
-class PatchEmbed(nn.Module):
+class PatchEmbed(EagerEvalModule):
     """Two stride-2 3x3 convs (stride 4 overall)."""
 
     def __init__(self, in_chans: int, in_dim: int, dim: int) -> None:
@@ -25,23 +31,29 @@ class PatchEmbed(nn.Module):
             nn.Conv2d(in_chans, in_dim, 3, 2, 1, bias=False), nn.BatchNorm2d(in_dim, eps=1e-4), nn.ReLU(),
             nn.Conv2d(in_dim, dim, 3, 2, 1, bias=False), nn.BatchNorm2d(dim, eps=1e-4), nn.ReLU())
         self._fold = FoldCache()
+        self.bn_eps = (self.conv_down[1].eps, self.conv_down[4].eps)  # (TorchScript cannot read them from outside)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_scripting() and self._foldable(x):
-            return self._forward_folded(x)
-        return self.conv_down(x)
-
-    @torch.jit.unused
-    def _foldable(self, x: torch.Tensor) -> bool:
-        return can_fold(self, self.conv_down[1], x)
-
-    @torch.jit.unused
-    def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
-        """Inference with each BatchNorm folded into its conv: two convolutions instead of four ops."""
         c = self.conv_down
-        (w1, b1), (w2, b2) = self._fold.get([(c[0], c[1]), (c[3], c[4])])
+        if self.training or c[1].training or torch.is_grad_enabled():
+            return c(x)
+        # inference: each BatchNorm folded into its conv (two convolutions instead of four ops)
+        if not torch.jit.is_scripting() and self._eager_eval(x):
+            w1, b1, w2, b2 = self._cached_folds()
+        else:
+            w1, b1, w2, b2 = self._folds()
         x = F.relu(F.conv2d(x, w1, b1, 2, 1))
         return F.relu(F.conv2d(x, w2, b2, 2, 1))
+
+    def _folds(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        c0, n0, c1, n1 = self.conv_down[0], self.conv_down[1], self.conv_down[3], self.conv_down[4]
+        w1, b1 = fold_conv_bn(c0.weight, c0.bias, n0.weight, n0.bias, n0.running_mean, n0.running_var, self.bn_eps[0])
+        w2, b2 = fold_conv_bn(c1.weight, c1.bias, n1.weight, n1.bias, n1.running_mean, n1.running_var, self.bn_eps[1])
+        return w1, b1, w2, b2
+
+    @torch.jit.unused
+    def _cached_folds(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self._fold.get(list(self.conv_down), self._folds)
 
 
 class Downsample(nn.Module):
@@ -54,7 +66,7 @@ class Downsample(nn.Module):
         return self.reduction(self.norm(x))
 
 
-class ConvBlock(nn.Module):
+class ConvBlock(EagerEvalModule):
     def __init__(self, dim: int, drop_path: float = 0.0, layer_scale: Optional[float] = None) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(dim, dim, 3, 1, 1)
@@ -62,6 +74,7 @@ class ConvBlock(nn.Module):
         self.act1 = nn.GELU()
         self.conv2 = nn.Conv2d(dim, dim, 3, 1, 1)
         self.norm2 = nn.BatchNorm2d(dim, eps=1e-5)
+        self.bn_eps = (self.norm1.eps, self.norm2.eps)  # (TorchScript cannot read them from outside the BN)
         if layer_scale is not None:
             self.gamma = nn.Parameter(layer_scale * torch.ones(dim))
         else:
@@ -70,23 +83,27 @@ class ConvBlock(nn.Module):
         self._fold = FoldCache()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_scripting() and self._foldable(x):
-            y = self._convs_folded(x)
-        else:
+        if self.training or self.norm1.training or torch.is_grad_enabled():
             y = self.norm2(self.conv2(self.act1(self.norm1(self.conv1(x)))))
+        else:  # inference: BatchNorm folded into the convs
+            if not torch.jit.is_scripting() and self._eager_eval(x):
+                w1, b1, w2, b2 = self._cached_folds()
+            else:
+                w1, b1, w2, b2 = self._folds()
+            y = F.conv2d(self.act1(F.conv2d(x, w1, b1, 1, 1)), w2, b2, 1, 1)
         if self.gamma is not None:
             y = y * self.gamma.view(1, -1, 1, 1)
         return x + self.drop_path(y)
 
-    @torch.jit.unused
-    def _foldable(self, x: torch.Tensor) -> bool:
-        return can_fold(self, self.norm1, x)
+    def _folds(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        c1, n1, c2, n2 = self.conv1, self.norm1, self.conv2, self.norm2
+        w1, b1 = fold_conv_bn(c1.weight, c1.bias, n1.weight, n1.bias, n1.running_mean, n1.running_var, self.bn_eps[0])
+        w2, b2 = fold_conv_bn(c2.weight, c2.bias, n2.weight, n2.bias, n2.running_mean, n2.running_var, self.bn_eps[1])
+        return w1, b1, w2, b2
 
     @torch.jit.unused
-    def _convs_folded(self, x: torch.Tensor) -> torch.Tensor:
-        """Inference: BatchNorm folded into the convs."""
-        (w1, b1), (w2, b2) = self._fold.get([(self.conv1, self.norm1), (self.conv2, self.norm2)])
-        return F.conv2d(self.act1(F.conv2d(x, w1, b1, 1, 1)), w2, b2, 1, 1)
+    def _cached_folds(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self._fold.get([self.conv1, self.norm1, self.conv2, self.norm2], self._folds)
 
 
 def _scale(gamma: Optional[torch.Tensor], x: torch.Tensor) -> torch.Tensor:

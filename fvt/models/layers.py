@@ -17,7 +17,7 @@ that ``torch.fx.wrap`` makes graph leaves, so a traced graph keeps it at run tim
 
 import contextlib
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.fx
@@ -290,35 +290,33 @@ torch.fx.wrap("grid_for")
 
 
 # -- eval-time conv + BatchNorm folding ----------------------------------------------------
-def can_fold(module: nn.Module, bn: nn.BatchNorm2d, x) -> bool:
-    """Fold only for pure inference: eval mode, frozen BN statistics, no autograd, eager (not traced,
-    not compiled). Call it only from ``@torch.jit.unused`` code (see :func:`eager_eval`)."""
-    return not bn.training and not torch.is_grad_enabled() and eager_eval(module, x)
+def fold_conv_bn(weight: torch.Tensor, bias: Optional[torch.Tensor], bn_weight: Optional[torch.Tensor],
+                 bn_bias: Optional[torch.Tensor], mean: Optional[torch.Tensor], var: Optional[torch.Tensor],
+                 eps: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of a conv with the eval-mode BatchNorm that follows it folded in. The one
+    definition of the arithmetic: eager (cached), TorchScript and torch.fx graphs compute the same bits."""
+    assert bn_weight is not None and bn_bias is not None and mean is not None and var is not None
+    scale = bn_weight / torch.sqrt(var + eps)
+    b = bias if bias is not None else torch.zeros_like(mean)
+    return weight * scale.view(-1, 1, 1, 1), (b - mean) * scale + bn_bias
 
 
 class FoldCache:
-    """Conv weights with the following BatchNorm folded in, recomputed when any source
-    tensor changes (version counters / storage), like the position-bias cache."""
+    """Folded conv weights, recomputed when any source tensor changes (version counters / storage),
+    like the position-bias cache. Eager mode only."""
 
     def __init__(self) -> None:
         self.key = None
         self.value = None
 
-    def get(self, pairs) -> list:
-        tensors = [t for conv, bn in pairs for t in (conv.weight, conv.bias, bn.weight, bn.bias,
-                                                       bn.running_mean, bn.running_var) if t is not None]
+    def get(self, modules: list, fold) -> list:
+        """``fold()`` (computed without autograd or autocast), cached while ``modules``' tensors are unchanged."""
+        tensors = [t for m in modules for t in (*m.parameters(), *m.buffers())]
         key = tuple((t._version, t.data_ptr(), t.dtype) for t in tensors)
         if key != self.key:
             dev = tensors[0].device.type
             amp_off = torch.autocast(dev, enabled=False) if dev in ("cpu", "cuda") else contextlib.nullcontext()
             with torch.no_grad(), amp_off:
-                self.value = [self._fold(conv, bn) for conv, bn in pairs]
+                self.value = fold()
             self.key = key
         return self.value
-
-    @staticmethod
-    def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple:
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        weight = conv.weight * scale.view(-1, 1, 1, 1)
-        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-        return weight, (bias - bn.running_mean) * scale + bn.bias
