@@ -154,15 +154,17 @@ def _given(**kwargs) -> dict:
 
 def evaluate(checkpoint: PathLike, data: Optional[PathLike] = None, *, output: Optional[PathLike] = None,
              ema: Optional[bool] = None, batch_size: Optional[int] = None, device: Optional[str] = None,
-             workers: Optional[int] = None, log: Optional[Callable[[str], Any]] = None) -> EvalResult:
+             workers: Optional[int] = None, log: Optional[Callable[[str], Any]] = None,
+             ood: Optional[PathLike] = None, explain: Optional[bool] = None) -> EvalResult:
     """Evaluate like ``fvt eval``: metrics, figures and report.html in ``output`` (default RUN/eval);
-    ``data`` defaults to the run's own validation split."""
+    ``data`` defaults to the run's own validation split. ``ood``: a folder of foreign images
+    (``fvt eval --ood``); ``explain=False`` skips the report's Grad-CAM heat maps."""
     from .evaluation.evaluate import evaluate_checkpoint
 
     tune_allocator()  # as the commands do (fvt/runtime.py)
 
     rec = evaluate_checkpoint(checkpoint, data, output, **_given(ema=ema, batch_size=batch_size, device=device,
-                                                                 workers=workers, log=log))
+                                                                 workers=workers, log=log, ood=ood, explain=explain))
     if rec is None:  # a non-zero rank under torchrun: rank 0 holds the result
         raise UsageError("fvt.evaluate returns its result on rank 0 only; call it from rank 0 or outside torchrun")
     reports = [Path(r) for r in rec.get("_reports", [])]
@@ -197,9 +199,12 @@ class PredictResult:
 
 
 def predict(checkpoint: PathLike, images: Any, *, topk: int = 5, model: Optional[str] = None,
-            ema: Optional[bool] = None, device: Optional[str] = None, batch_size: Optional[int] = None) -> PredictResult:
+            ema: Optional[bool] = None, device: Optional[str] = None, batch_size: Optional[int] = None,
+            reject: Union[None, str, float] = None, target_precision: Optional[float] = None) -> PredictResult:
     """Classify like ``fvt predict``: ``images`` are files, folders, globs (str/Path), PIL images or
-    tensors, one or a list. Unreadable files are listed in ``failed``; DataError if none is usable."""
+    tensors, one or a list. Unreadable files are listed in ``failed``; DataError if none is usable.
+    Probabilities are calibrated with the run's temperature; ``reject`` ("auto" or a probability, as
+    ``fvt predict --reject``) labels unsure answers "unknown"."""
     from .evaluation.predict import Classifier, check_topk, expand_paths
 
     items = _as_list(images)
@@ -211,7 +216,8 @@ def predict(checkpoint: PathLike, images: Any, *, topk: int = 5, model: Optional
         if not files:
             raise DataError("nothing to predict: no image file found in " + " ".join(map(str, items)))
         items = files
-    clf = Classifier.from_checkpoint(checkpoint, **_given(model=model, ema=ema, device=device, batch_size=batch_size))
+    clf = Classifier.from_checkpoint(checkpoint, **_given(model=model, ema=ema, device=device, batch_size=batch_size,
+                                                          reject=reject, target_precision=target_precision))
     k = check_topk(topk, len(clf.classes))
     names, probs, failed = clf.predict_proba_safe(items)
     if not names:

@@ -12,7 +12,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 # import name -> distribution name, where they differ
 DIST_OF = {"sklearn": "scikit-learn", "PIL": "pillow", "yaml": "pyyaml", "mlflow": "mlflow-skinny",
-           "torch_tensorrt": "torch-tensorrt"}
+           "torch_tensorrt": "torch-tensorrt", "pytorch_grad_cam": "grad-cam"}
 # modules of torch that need a distribution of their own
 SUBMODULE_DIST = {"torch.utils.tensorboard": "tensorboard"}
 

@@ -137,7 +137,9 @@ def test_eval_writes_every_output_with_correct_numbers(run, capsys):
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= len(FIGURES) - 1  # mistakes.png: an HTML gallery instead
     wrong = sum(r[1] != r[2] for r in rows[1:])
-    assert html.count("data:image/jpeg;base64,") == min(wrong, 24)  # one thumbnail per shown mistake
+    gallery = html.split("Most confident mistakes", 1)[1].split("<h2>", 1)[0]  # heat maps sit beside, class cam
+    assert gallery.count('<img alt="') == min(wrong, 24)  # one thumbnail per shown mistake
+    assert gallery.count("class=\"cam\"") == min(wrong, 24)  # and its Grad-CAM heat map
     assert "macro avg" in html and "top-1 accuracy" in html
     assert "top1 " in capsys.readouterr().out
 

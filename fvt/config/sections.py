@@ -42,6 +42,7 @@ class DataConfig:
     sampler: str = opt("random", "Training sampler.", choices=("random", "balanced", "repeated"))
     repeats: int = opt(3, "Repeats per image for the repeated-augmentation sampler.", range="[1, 64]")
     verify_images: bool = opt(False, "Fully decode every image in the start-up scan (slower; default: header check).")
+    relabel: Optional[str] = opt(None, "CSV of path,new_label rows (new_label: a class, drop, or empty to keep; fvt data audit writes a template): labels changed for this run only, the folder is not touched. Copied to RUN/relabel.csv.")
     shuffle_buffer: int = opt(1000, "Shards (--data from fvt data shard): samples in each worker's shuffle buffer.", range="[1, inf)")
 
 
@@ -119,7 +120,11 @@ class TrainConfig:
     eval_every: int = opt(1, "Evaluate every N epochs.", range="[1, inf)")
     save_every_steps: int = opt(0, "Also save last.pt every N optimizer steps (0: once per epoch).", range="[0, inf)")
     keep_top_k: int = opt(1, "Keep the k best checkpoints (best.pt plus best-2.pt ...).", range="[1, inf)")
-    best_metric: str = opt("top1", "Metric that selects best.pt.", choices=("top1", "top5", "loss", "ema_top1"))
+    best_metric: str = opt("top1", "Metric that selects best.pt (balanced_accuracy / macro_f1: every class counts the same, for imbalanced data).",
+                           choices=("top1", "top5", "loss", "ema_top1", "balanced_accuracy", "macro_f1"))
+    class_weights: str = opt("none", "Loss weight per class: none, balanced (n_images / (n_classes * n_class) on the training split, as scikit-learn computes it) or a CSV of class,weight rows. Works with label smoothing and mixup.")
+    calibrate: bool = opt(True, "At the end, fit temperature scaling and the abstention threshold on the validation split and store them in best.pt.")
+    target_precision: float = opt(0.95, "Abstention: the stored threshold is the lowest top probability at which the validation answers reach this precision.", range="(0, 1]")
     early_stop: int = opt(0, "Stop after N evaluations without improvement (0: off).", range="[0, inf)")
     log_every: int = opt(20, "Log to log.jsonl / TensorBoard every N steps.", range="[0, inf)")
     log_to: str = opt("tensorboard", "Trackers, comma-separated: tensorboard, mlflow, wandb, or none (MLflow: MLFLOW_TRACKING_URI, default a local sqlite store beside the run; W&B: offline unless logged in or WANDB_MODE says otherwise).")

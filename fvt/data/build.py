@@ -29,7 +29,17 @@ def build_data(cfg: Any, run_dir: Optional[Union[str, os.PathLike, Path]] = None
     if is_shard_spec(cfg.data.data):  # WebDataset shards written by `fvt data shard`: streamed, not scanned
         from .streaming import build_shard_data
 
+        if getattr(cfg.data, "relabel", None):
+            from ..errors import UsageError
+
+            raise UsageError("--relabel applies to image folders and CSV files; write the shards again from the "
+                             "relabelled data (fvt data shard) instead")
         return build_shard_data(cfg, preprocessing or Preprocessing.from_config(cfg, default_input_size), rank)
     from .pipeline import build_folder_data
 
-    return build_folder_data(cfg, run_dir, rank, world_size, default_input_size, preprocessing, write)
+    bundle = build_folder_data(cfg, run_dir, rank, world_size, default_input_size, preprocessing, write)
+    if getattr(cfg.data, "relabel", None):  # labels fixed by the user (fvt data audit's relabel.csv), folder untouched
+        from .relabel import apply_relabel
+
+        apply_relabel(bundle, cfg.data.relabel, Path(run_dir) if run_dir is not None else None, write and rank == 0)
+    return bundle

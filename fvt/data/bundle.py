@@ -28,6 +28,7 @@ class DataBundle:
     ignored: Dict[str, int] = field(default_factory=dict)                # hidden / non_image / stray
     split_file: Optional[Path] = None
     infos: List[FileInfo] = field(default_factory=list)                  # scan result of every file
+    relabel: Optional[dict] = None                                       # what --relabel changed (file, counts)
 
     @property
     def num_classes(self) -> int:
@@ -41,4 +42,7 @@ class DataBundle:
         lines = [f"data: {self.root} ({self.layout}), {self.num_classes} classes: {', '.join(self.classes)}"]
         for split, per in self.counts.items():
             lines.append(f"  {split}: {sum(per.values())} images ({', '.join(f'{c} {n}' for c, n in per.items())})")
+        if self.relabel:
+            r = self.relabel
+            lines.append(f"  relabel: {r['relabelled']} images relabelled, {r['dropped']} dropped ({r['file']})")
         return lines

@@ -8,6 +8,8 @@ usable for training, 1 when it is not (``fvt: error: not usable: ...`` on stderr
 cannot be read at all.
 
 ``shard SRC --output DIR``: WebDataset shards for large datasets and clusters (``shards``).
+
+``audit DIR|RUN``: label errors, near-duplicates, leaks, outliers, imbalance (``fvt.audit``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,15 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--verify", action="store_true", help="Fully decode every image (slower; default: header check).")
     p.add_argument("--output", default=None, metavar="DIR",
                    help="Write class_distribution.png into this folder [default: no chart is written].")
+    a = sub.add_parser("audit", help="Find label errors, near-duplicates, split leaks, outliers and imbalance "
+                       "(audit.html, audit.csv, relabel.csv).",
+                       description="Embed every image with a model and check the labels (out-of-fold classifier + "
+                                   "cleanlab), near-duplicates (perceptual hash + embeddings) within a class, across "
+                                   "classes and across train/val/test, outliers and class imbalance. Needs the "
+                                   "[audit] extra.")
+    from ..audit.commands import add_audit_arguments  # the audit is its own package; fvt data only dispatches
+
+    add_audit_arguments(a)
     s = sub.add_parser("shard", help="Write WebDataset tar shards (train/val apart) and index.json for streaming.",
                        description="Turn an image folder, a pre-split folder or a CSV into WebDataset shards with "
                                    "the same bad-file exclusion and train/val split as fvt train. Train with "
@@ -58,6 +69,10 @@ def run_data(args: argparse.Namespace) -> int:
     command = getattr(args, "data_command", None)
     if command == "inspect":
         return inspect_folder(args.dir, verify=args.verify, output=args.output)
+    if command == "audit":
+        from ..audit.commands import run_audit
+
+        return run_audit(args)
     if command == "shard":
         from .shards import write_shards
 

@@ -69,7 +69,9 @@ def run_inference(
 
 
 def classification_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict:
-    """top1 / top5 in percent (top5 only with more than 5 classes) and mean cross-entropy."""
+    """top1 / top5 in percent (top5 only with more than 5 classes), mean cross-entropy, and the
+    class-balanced metrics (scikit-learn's balanced accuracy and macro F1, in percent) that
+    --best-metric balanced_accuracy / macro_f1 select by."""
     n = int(targets.numel())
     if n == 0:
         return {"top1": 0.0, "loss": float("nan"), "count": 0}
@@ -80,4 +82,17 @@ def classification_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict:
     out["top1"] = float(hit[:, 0].float().mean().item() * 100.0)
     if logits.shape[1] > 5:
         out["top5"] = float(hit.any(dim=1).float().mean().item() * 100.0)
+    out.update(_balanced_metrics(targets.cpu().numpy(), topk[:, 0].cpu().numpy(), logits.shape[1]))
     return out
+
+
+def _balanced_metrics(y, pred, num_classes: int) -> dict:
+    import warnings
+
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
+    with warnings.catch_warnings():  # a class absent from this evaluation: sklearn warns, the value stands
+        warnings.simplefilter("ignore")
+        return {"balanced_accuracy": 100.0 * float(balanced_accuracy_score(y, pred)),
+                "macro_f1": 100.0 * float(f1_score(y, pred, labels=list(range(num_classes)), average="macro",
+                                                   zero_division=0))}

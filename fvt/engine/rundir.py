@@ -25,7 +25,7 @@ BASE_NAME = "train"
 LOCK_NAME = ".fvt.lock"
 # fvt's own files in a run folder: what --exist-ok replaces (the user's other files stay)
 RUN_FILE_PATTERNS = ("last.pt", "best.pt", "best-*.pt", "config.yaml", "metrics.csv", "log.jsonl", "curves.png",
-                     "report.html", "split.json", "bad_files.txt", "events.out.tfevents.*")
+                     "report.html", "split.json", "bad_files.txt", "events.out.tfevents.*", "relabel.csv", "trust/*")
 # D19: temporaries of an interrupted checkpoint write (atomic_save: .<name>.<random>.tmp; TopK: .best-new.pt)
 STALE_TEMP_PATTERNS = (".last.pt.*.tmp", ".best*.pt.*.tmp", ".best-new.pt", "..best-new.pt.*.tmp")
 

@@ -22,7 +22,8 @@ from .runlog import RunLogger
 from .start import StartPlan
 from .steps import StepParts, TrainState
 
-BEST_KEYS = {"top1": "val_top1", "top5": "val_top5", "loss": "val_loss", "ema_top1": "ema_val_top1"}
+BEST_KEYS = {"top1": "val_top1", "top5": "val_top5", "loss": "val_loss", "ema_top1": "ema_val_top1",
+             "balanced_accuracy": "val_balanced_accuracy", "macro_f1": "val_macro_f1"}
 
 
 @dataclass

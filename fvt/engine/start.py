@@ -43,8 +43,10 @@ def check_config(cfg: Config) -> None:
     if cfg.optim.accum_steps < 1 or cfg.sched.epochs < 1:
         raise UsageError("--accum-steps and --epochs must be >= 1")
     from .trackers import parse_log_to
+    from .trust import check_options
 
     parse_log_to(cfg.train.log_to)  # an unknown tracker or a missing mlflow/wandb: before the data scan
+    check_options(cfg)  # --class-weights / --relabel files readable before the data scan
 
 
 def check_names(cfg: Config) -> None:

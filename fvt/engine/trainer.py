@@ -38,6 +38,7 @@ from .runstate import (BEST_KEYS, Run, checkpoint_dict, finish_summary, progress
 from .start import plan_start
 from .steps import StepParts, progress_bar_wanted, train_one_epoch
 from .transfer import apply_freeze, count_params, format_params, frozen_batchnorms, initial_freeze, set_epoch_freeze
+from . import trust
 
 
 def train(cfg: Config, callbacks: Optional[list] = None) -> dict:
@@ -118,6 +119,7 @@ def _setup_data(run: Run) -> None:
     run.data = build_data(cfg, run.run_dir, dist.rank, dist.world_size)
     for line in run.data.summary_lines():
         run.log(line)
+    trust.after_data(run)  # the class-imbalance warning
 
 
 def _build_model(cfg: Config, num_classes: int, input_size):
@@ -195,7 +197,7 @@ def _setup_optimization(run: Run) -> None:
         run.log(f"warning: --warmup-epochs {s.warmup_epochs:g} >= --epochs {s.epochs}: the lr only warms up and "
                 f"never reaches its peak {run.lr:.3g}; use --warmup-epochs {max(0, s.epochs // 10)} or more --epochs")
     run.scaler = torch.amp.GradScaler("cuda") if run.amp_dtype == torch.float16 else None
-    run.criterion, run.mixup = _build_criterion(cfg, len(data.classes))
+    run.criterion, run.mixup = trust.weigh_classes(run, *_build_criterion(cfg, len(data.classes)))
     if cfg.distill.teacher:
         from .distill import build_teacher
 
@@ -371,6 +373,7 @@ def _interrupted(run: Run) -> dict:
 
 def _finish(run: Run, stopped_by: str) -> dict:
     s = run.state
+    trust.calibrate_best(run)  # temperature + abstention threshold into best.pt, fitted on the val split
     run.logger.event("stop", reason=stopped_by, step=s.step, best=run.topk.best())
     D.barrier()
     report = None

@@ -75,6 +75,10 @@ def add_eval_arguments(p) -> None:
     p.add_argument("--data", metavar="DIR", help="Folder of class folders, a pre-split root (its val folder is used) "
                    "or a CSV of path,label. Default: the run's own validation split.")
     p.add_argument("--output", metavar="DIR", help="Where metrics, figures and report.html go. Default: RUN/eval.")
+    p.add_argument("--ood", metavar="DIR", help="A folder of foreign images (not of any class): how well the model tells "
+                   "them from the evaluation images (AUROC, FPR at 95%% TPR; max softmax probability and energy scores).")
+    p.add_argument("--no-explain", dest="explain", action="store_false",
+                   help="Skip the Grad-CAM heat maps of the report's mistakes and examples (they need the [explain] extra).")
     add_runtime_arguments(p, batch_default=None)
 
 
@@ -84,14 +88,21 @@ def run_eval(args) -> int:
     check_runtime_arguments(args)
     if args.output:
         check_output(args.output, "dir")
+    if args.ood is not None and not Path(args.ood).is_dir():
+        raise UsageError(f"--ood {args.ood}: no such folder (give a folder of foreign images)")
     rec = evaluate_checkpoint(args.checkpoint, args.data, args.output, args.ema, args.batch_size, args.device,
-                              workers=args.workers, model_name=args.model, amp=args.amp, compile=args.compile)
+                              workers=args.workers, model_name=args.model, amp=args.amp, compile=args.compile,
+                              ood=args.ood, explain=args.explain)
     if rec is None:  # a rank > 0 under torchrun
         return 0
     parts = [f"top1 {rec['top1']:.2f}%"] + ([f"top5 {rec['top5']:.2f}%"] if "top5" in rec else [])
     parts += [f"loss {rec['loss']:.4f}", f"balanced acc {rec['balanced_accuracy']:.2f}%",
               f"AUC macro {rec['roc_auc_macro']:.4f}", f"ECE {rec['ece']:.4f}"]
     print(f"{rec['num_samples']} images ({rec['backend']}): " + ", ".join(parts))
+    from .trust import describe_metrics
+
+    for line in describe_metrics(rec):
+        print(line)
     out = Path(rec["_reports"][0]).parent
     print(f"wrote {out}/: metrics.json (top1 in percent), classification_report.txt, predictions.csv, figures")
     for r in rec["_reports"]:
@@ -106,6 +117,14 @@ def add_predict_arguments(p) -> None:
     p.add_argument("--topk", type=int, default=5, metavar="K", help="Labels to show per image. [default: 5]")
     p.add_argument("--output", metavar="FILE", help="Also write the predictions to FILE.csv or FILE.json "
                    "(one row per input; unreadable files carry an error).")
+    p.add_argument("--reject", metavar="auto|P", help="Answer 'unknown' when the top probability is below a threshold: "
+                   "auto (the one fitted on the run's validation split for --target-precision, stored in best.pt and "
+                   "its exports) or a probability P. Default: always answer.")
+    p.add_argument("--target-precision", type=float, default=None, metavar="P",
+                   help="With --reject auto: the validation precision the threshold must reach. [default: the one "
+                        "stored with the model, 0.95 unless trained with another --target-precision]")
+    p.add_argument("--explain", metavar="DIR", help="Write a Grad-CAM heat-map overlay of the predicted class for "
+                   "every image into DIR (PyTorch weights; the [explain] extra).")
     add_runtime_arguments(p)
 
 
@@ -129,6 +148,9 @@ def _write_predictions(path: Path, rows, k: int) -> None:
 def _print_table(preds, k: int) -> None:
     width = min(max([len(p.source) for p in preds] + [4]), 60)
     cells = [[f"{lab} ({pr:.3f})" for lab, pr in p.topk] for p in preds]
+    for p, row in zip(preds, cells):
+        if p.rejected:  # below the --reject threshold: the answer is unknown, the best guess stays visible
+            row[0] = f"{p.label} ({row[0]})"
     heads = ["pred (prob)"] + [f"top{i}" for i in range(2, k + 1)]
     cw = [max([len(h)] + [len(r[j]) for r in cells if j < len(r)]) for j, h in enumerate(heads)]
     print(f"{'path':<{width}}  " + "  ".join(f"{h:<{w}}" for h, w in zip(heads, cw)).rstrip())
@@ -146,6 +168,10 @@ def run_predict(args) -> int:
         if Path(args.output).suffix.lower() not in (".csv", ".json"):
             raise UsageError(f"--output {args.output}: use a .csv or .json file name")
         check_output(args.output, "file")
+    if args.explain:
+        check_output(args.explain, "dir", "--explain")
+    if args.target_precision is not None and args.reject != "auto":
+        raise UsageError("--target-precision chooses the threshold of --reject auto; add --reject auto")
     files, unmatched = expand_paths(args.paths)
     for pat in unmatched:
         print(f"fvt: warning: no image matches {pat}", file=sys.stderr)
@@ -155,7 +181,13 @@ def run_predict(args) -> int:
     loaded = load_any(args.checkpoint, model_name=args.model, ema=args.ema, device=args.device)
     amp = prepare(loaded, args)
     print(f"predicting {len(files)} file(s) with {args.checkpoint}: {describe_weights(loaded)}", file=sys.stderr)
-    clf = Classifier(loaded, args.batch_size, args.workers, amp_dtype=amp, progress=True)
+    clf = Classifier(loaded, args.batch_size, args.workers, amp_dtype=amp, progress=True, reject=args.reject,
+                     target_precision=args.target_precision)
+    if args.explain:
+        from .explain import require_gradcam, target_layer
+
+        require_gradcam()
+        target_layer(loaded.model)  # an export cannot be explained: say so before predicting
     k = check_topk(args.topk, len(clf.classes))
     names, probs, failed = clf.predict_proba_safe(files)
     preds = clf.to_predictions(names, probs, k)
@@ -163,6 +195,14 @@ def run_predict(args) -> int:
         print(f"fvt: warning: cannot read {src}: {why}", file=sys.stderr)
     if preds:
         _print_table(preds, k)
+    if clf.reject_threshold is not None:
+        n_unknown = sum(p.rejected for p in preds)
+        print(f"{n_unknown} of {len(preds)} answered 'unknown' (top probability below {clf.reject_threshold:.3f})",
+              file=sys.stderr)
+    if args.explain and preds:
+        from .explain import write_overlays
+
+        print(f"heat maps: {write_overlays(loaded, preds, Path(args.explain))}", file=sys.stderr)
     if args.output:
         by_src, errors = {p.source: p for p in preds}, dict(failed)
         rows = [(str(f), by_src.get(str(f)), errors.get(str(f), "")) for f in files]

@@ -20,6 +20,7 @@ from .figures import FIGURES  # noqa: F401  (re-exported: the list of eval figur
 from .metrics import compute_metrics, json_metrics, most_confident_mistakes, softmax
 
 MAX_MISTAKES = 16
+MAX_MISTAKES_SHOWN = 24  # report.html's gallery (report.MAX_GALLERY): each gets a heat map
 
 
 def _jsonable(x):
@@ -71,6 +72,25 @@ def write_eval_outputs(out: Path, logits: np.ndarray, targets: np.ndarray, paths
     return record
 
 
+def _write_with_trust(out: Path, loaded, logits: np.ndarray, targets: np.ndarray, paths: List[str], extra: dict,
+                      foreign, explain: bool, log=print) -> dict:
+    """Every eval file on the calibrated probabilities (``logits / T``), plus EVAL/trust/ (calibration
+    before/after, abstention, OOD) and the report's heat maps (EVAL/explain/)."""
+    from .trust import evaluation_trust
+
+    extra = {**extra, **evaluation_trust(out, loaded, logits, targets, foreign)}
+    record = write_eval_outputs(out, logits / loaded.temperature, targets, paths, loaded.classes, extra)
+    if explain and loaded.is_torch:
+        from .explain import available, write_report_heatmaps
+
+        if not available():
+            log("note: no heat maps in the report: Grad-CAM needs pip install 'fastervit-toolkit[explain]'")
+            return record
+        probs = softmax(logits / loaded.temperature)
+        write_report_heatmaps(loaded, out, paths, targets, probs, loaded.classes, MAX_MISTAKES_SHOWN)
+    return record
+
+
 def _progress(loader, show: bool):
     """tqdm.auto over the batches (a bar on a TTY / in notebooks, silent elsewhere); len() preserved."""
     from tqdm.auto import tqdm
@@ -82,23 +102,28 @@ def evaluate_checkpoint(checkpoint: Union[str, Path], data: Optional[Union[str, 
                         output: Optional[Union[str, Path]] = None, ema: Optional[bool] = None,
                         batch_size: Optional[int] = None, device: str = "auto", workers: int = 2,
                         log=print, model_name: Optional[str] = None, amp: str = "none",
-                        compile: bool = False) -> Optional[dict]:
+                        compile: bool = False, ood: Optional[Union[str, Path]] = None,
+                        explain: bool = True) -> Optional[dict]:
     """Evaluate ``checkpoint`` (any file fvt loads, exports included) on ``data`` (default: the
     run's own val split) into ``output`` (default: RUN/eval). ``ema``: None = the weights the
-    run selected. Returns the metrics on rank 0, None on other ranks."""
+    run selected. Probabilities use the model's stored temperature. ``ood``: a folder of foreign
+    images to score against the evaluation data (AUROC, FPR at 95% TPR). ``explain``: Grad-CAM heat
+    maps for the report's gallery (PyTorch weights, extra ``[explain]``). Returns the metrics on
+    rank 0, None on other ranks."""
     from ..engine import distributed as D
 
     owns_group = not D.is_initialized()
     dist = D.init_distributed(device)
     try:
-        return _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, model_name, amp, compile)
+        return _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, model_name, amp, compile,
+                         ood, explain)
     finally:
         if owns_group:  # leave a caller's process group alone
             D.cleanup()
 
 
 def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, model_name=None, amp="none",
-              compile=False) -> Optional[dict]:
+              compile=False, ood=None, explain=True) -> Optional[dict]:
     from ..data import build_eval_loader, load_eval_set
     from ..engine import distributed as D
     from ..engine.evaluate import run_inference
@@ -131,6 +156,11 @@ def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, mod
     if not torch.isfinite(logits).all():
         raise CheckpointError(f"{checkpoint}: the model output is NaN or inf for "
                               f"{int((~torch.isfinite(logits)).any(1).sum())} images; its weights or export are broken")
+    foreign = None
+    if ood is not None:
+        from .trust import ood_logits
+
+        foreign = (ood_logits(loaded, ood, bs, workers, dist, amp_dtype), ood)
     if not dist.is_main:
         D.barrier()
         return None
@@ -138,7 +168,8 @@ def _evaluate(dist, checkpoint, data, output, ema, batch_size, workers, log, mod
     extra = {"checkpoint": str(checkpoint), "weights": weights, "backend": loaded.backend,
              "model_name": loaded.model_name, "epoch": loaded.info.get("epoch"),
              "data": str(data) if data is not None else "run val split", "world_size": dist.world_size}
-    record = write_eval_outputs(out, logits.numpy(), targets.numpy(), paths, loaded.classes, extra)
+    record = _write_with_trust(out, loaded, logits.double().numpy(), targets.numpy(), paths, extra, foreign, explain,
+                               log)
     reports = [write_report(run_dir, out, out / "report.html")]
     if (run_dir / "config.yaml").is_file() and reports[0] != run_dir / "report.html":
         reports.append(write_report(run_dir, out))  # refresh the run's own report with this evaluation

@@ -39,6 +39,20 @@ class LoadedModel:
     device: torch.device = torch.device("cpu")
     info: dict = field(default_factory=dict)  # checkpoint epoch/metrics/config, weights, for reports
     backend: str = "pytorch"                  # what runs the forward: pytorch | onnxruntime | openvino | ...
+    calibration: Optional[dict] = None        # {"temperature", "ece_before", "ece_after", ...} (best.pt / export)
+    reject: Optional[dict] = None             # {"threshold", "target_precision", "coverage", "curve"} (abstention)
+
+    @property
+    def temperature(self) -> float:
+        """Divide the logits by this before the softmax (1.0: not calibrated)."""
+        t = (self.calibration or {}).get("temperature")
+        return float(t) if isinstance(t, (int, float)) and t > 0 else 1.0
+
+    @property
+    def reject_threshold(self) -> Optional[float]:
+        """Top probability below which ``fvt predict --reject auto`` answers ``unknown`` (None: none stored)."""
+        t = (self.reject or {}).get("threshold")
+        return float(t) if isinstance(t, (int, float)) else None
 
     @property
     def is_torch(self) -> bool:
@@ -49,14 +63,26 @@ class LoadedModel:
         """What an export needs to be used alone: classes, preprocessing, model."""
         from .. import __version__
 
-        return {"fvt_version": __version__, "model_name": self.model_name, "model_kwargs": self.model_kwargs,
+        meta = {"fvt_version": __version__, "model_name": self.model_name, "model_kwargs": self.model_kwargs,
                 "classes": self.classes, "preprocessing": self.preprocessing,
                 "weights": self.info.get("weights", "raw")}
+        meta.update({k: v for k, v in (("calibration", self.calibration), ("reject", self.reject)) if v})
+        return meta
 
     @torch.no_grad()
     def logits(self, batch: torch.Tensor) -> np.ndarray:
         """Float32 logits (numpy) for a preprocessed batch (N, 3, H, W)."""
         return self.model(batch.to(self.device)).float().cpu().numpy()
+
+
+def trust_entries(source: dict) -> dict:
+    """The ``calibration`` / ``reject`` entries of a checkpoint or export metadata, when well-formed."""
+    out = {}
+    for key, needed in (("calibration", "temperature"), ("reject", "threshold")):
+        entry = source.get(key)
+        if isinstance(entry, dict) and isinstance(entry.get(needed), (int, float)):
+            out[key] = dict(entry)
+    return out
 
 
 def resolve_checkpoint(spec: Union[str, Path], model_name: Optional[str] = None) -> Path:
@@ -167,7 +193,8 @@ def load_fvt_checkpoint(path: Path, ckpt: dict, ema: Optional[bool], device: tor
     info["weights"] = "ema" if ema else "raw"
     info["weights_why"] = why
     return LoadedModel("fvt", list(ckpt["classes"]), dict(ckpt["preprocessing"]), ckpt["model_name"],
-                       dict(ckpt.get("model_kwargs") or {}), model=model, device=device, info=info)
+                       dict(ckpt.get("model_kwargs") or {}), model=model, device=device, info=info,
+                       **trust_entries(ckpt))
 
 
 def load_official(path: Path, model_name: str, ema: bool, device: torch.device) -> LoadedModel:
@@ -232,7 +259,7 @@ def load_safetensors(path: Path, model_name: Optional[str], device: torch.device
     model = _build(meta["model_name"], dict(meta.get("model_kwargs") or {}), state, path).to(device)
     return LoadedModel(kind, list(meta["classes"]), dict(meta["preprocessing"]), meta["model_name"],
                        dict(meta.get("model_kwargs") or {}), model=model, device=device,
-                       info={"weights": meta.get("weights", "raw")})
+                       info={"weights": meta.get("weights", "raw")}, **trust_entries(meta))
 
 
 def load_timm_folder(folder: Path, device: torch.device) -> LoadedModel:
@@ -249,7 +276,8 @@ def load_export(path: Path, fmt: str, device: str) -> LoadedModel:
     runtime, meta = load_backend(path, fmt, device)
     return LoadedModel(fmt, list(meta["classes"]), dict(meta["preprocessing"]), meta.get("model_name"),
                        dict(meta.get("model_kwargs") or {}), model=runtime, backend=runtime.backend,
-                       info={"weights": meta.get("weights", "raw"), "precision": meta.get("precision", "fp32")})
+                       info={"weights": meta.get("weights", "raw"), "precision": meta.get("precision", "fp32")},
+                       **trust_entries(meta))
 
 
 def load_any(path: Union[str, Path], model_name: Optional[str] = None, ema: Optional[bool] = None,

@@ -4,7 +4,9 @@
 >>> clf.predict(["rose.jpg", pil_image])[0].label
 
 Images go through the checkpoint's own eval preprocessing (input size, crop_pct, mean/std,
-interpolation). Paths, PIL images, numpy arrays (H, W, 3) or (H, W) -- uint8 0..255 or float
+interpolation). Probabilities are ``softmax(logits / T)`` with the temperature the run fitted
+on its validation split (``LoadedModel.temperature``; 1.0 for an uncalibrated model). With a
+``reject`` threshold, a prediction whose top probability is below it is labelled ``unknown``. Paths, PIL images, numpy arrays (H, W, 3) or (H, W) -- uint8 0..255 or float
 0..1 -- and uint8 tensors (C, H, W) are raw images; float tensors are taken as already
 preprocessed (C, H, W) or (N, C, H, W) model input. Files are decoded by a DataLoader
 (``workers`` processes) and reported per file when they cannot be read."""
@@ -24,6 +26,7 @@ from ..data.decode import ImageDecodeError, load_image
 from ..data.transforms import Preprocessing, eval_transform
 from ..errors import CheckpointError, DataError, UsageError
 from ..runtime import tune_allocator
+from .abstain import UNKNOWN
 from .loading import LoadedModel, load_any
 from .metrics import softmax, topk as top_k
 
@@ -75,13 +78,17 @@ class Prediction:
     prob: float                         # its probability
     topk: List[Tuple[str, float]]       # (label, probability), most likely first
     source: str = ""                    # path, or "<image i>" for in-memory input
+    rejected: bool = False              # top probability below the reject threshold: label is "unknown"
 
 
 class Classifier:
     """A loaded model plus its preprocessing; ``predict`` accepts any mix of inputs, batched."""
 
     def __init__(self, loaded: LoadedModel, batch_size: int = 32, workers: int = 0,
-                 amp_dtype: Optional[torch.dtype] = None, progress: bool = False):
+                 amp_dtype: Optional[torch.dtype] = None, progress: bool = False,
+                 reject: Union[None, str, float] = None, target_precision: Optional[float] = None):
+        from .abstain import resolve_reject
+
         self.loaded = loaded
         self.classes = loaded.classes
         self.preprocessing = Preprocessing.from_dict(loaded.preprocessing)
@@ -90,15 +97,23 @@ class Classifier:
         self.workers = max(0, int(workers))
         self.amp_dtype = amp_dtype if loaded.is_torch else None
         self.progress = progress
+        self.temperature = loaded.temperature
+        # below this top probability the answer is "unknown" (None: always answer)
+        self.reject_threshold = resolve_reject(loaded, reject, target_precision)
 
     @classmethod
     def from_checkpoint(cls, path: Union[str, Path], model: Optional[str] = None, ema: Optional[bool] = None,
-                        device: str = "auto", batch_size: int = 32, workers: int = 0) -> "Classifier":
+                        device: str = "auto", batch_size: int = 32, workers: int = 0,
+                        reject: Union[None, str, float] = None,
+                        target_precision: Optional[float] = None) -> "Classifier":
         """Any file fvt loads (checkpoint, safetensors, ONNX, OpenVINO, ...); an official
-        checkpoint needs ``model=NAME``. ``ema``: None = the weights the run selected. Tunes the process's
-        allocator as fvt's commands do (:mod:`fvt.runtime`)."""
+        checkpoint needs ``model=NAME``. ``ema``: None = the weights the run selected. ``reject``:
+        None (always answer), ``"auto"`` (the threshold stored with the run, or re-chosen from its
+        stored curve for ``target_precision``) or a probability. Tunes the process's allocator as
+        fvt's commands do (:mod:`fvt.runtime`)."""
         tune_allocator()
-        return cls(load_any(path, model_name=model, ema=ema, device=device), batch_size, workers)
+        return cls(load_any(path, model_name=model, ema=ema, device=device), batch_size, workers,
+                   reject=reject, target_precision=target_precision)
 
     def _logits(self, batch: torch.Tensor) -> np.ndarray:
         from ..engine.evaluate import autocast_context
@@ -110,6 +125,10 @@ class Classifier:
             raise CheckpointError(f"the model output is NaN or inf for {bad} of {len(out)} images: its weights or "
                                   f"its export are broken, so no prediction is given")
         return out
+
+    def _probs(self, batch: torch.Tensor) -> np.ndarray:
+        """Calibrated class probabilities: softmax of the logits divided by the run's temperature."""
+        return softmax(self._logits(batch) / self.temperature)
 
     # -- inputs ------------------------------------------------------------------------
     def _to_tensor(self, item: ImageInput) -> torch.Tensor:
@@ -150,7 +169,7 @@ class Classifier:
                 except (ImageDecodeError, OSError) as e:
                     failed.append((name, str(e) or type(e).__name__))
             if tensors:
-                probs.append(softmax(self._logits(torch.stack(tensors))))
+                probs.append(self._probs(torch.stack(tensors)))
                 done.extend(names)
         out = np.concatenate(probs) if probs else np.zeros((0, len(self.classes)))
         return done, out, failed
@@ -166,7 +185,7 @@ class Classifier:
         for x, idx, bad in loader:
             failed.extend((str(paths[i]), why) for i, why in bad)
             if x is not None:
-                probs.append(softmax(self._logits(x)))
+                probs.append(self._probs(x))
                 done.extend(str(paths[i]) for i in idx)
             bar.update(len(idx) + len(bad))
         bar.close()
@@ -186,9 +205,12 @@ class Classifier:
 
     def to_predictions(self, names: Sequence[str], probs: np.ndarray, k: int) -> List[Prediction]:
         idx, p = top_k(probs, k)
-        return [Prediction(self.classes[i[0]], float(q[0]),
-                           [(self.classes[j], float(v)) for j, v in zip(i, q)], name)
-                for name, i, q in zip(names, idx, p)]
+        out = []
+        for name, i, q in zip(names, idx, p):
+            rejected = self.reject_threshold is not None and float(q[0]) < self.reject_threshold
+            out.append(Prediction(UNKNOWN if rejected else self.classes[i[0]], float(q[0]),
+                                  [(self.classes[j], float(v)) for j, v in zip(i, q)], name, rejected))
+        return out
 
 
 def expand_paths(patterns: Iterable[str]) -> Tuple[List[Path], List[str]]:

@@ -9,15 +9,14 @@ gallery of the most confident mistakes with their files and predictions.csv rows
 
 from __future__ import annotations
 
-import base64
 import csv
 import datetime
-import html
-import io
 import json
 import os
 from pathlib import Path
 from typing import List, Optional, Union
+
+from .htmlparts import THUMB, esc as _esc, file_link as _file_link, img as _img, thumb as _thumb  # noqa: F401
 
 
 PathLike = Union[str, Path]
@@ -25,7 +24,6 @@ MAX_TABLE_CLASSES = 40   # larger confusion matrices are shown as a figure only
 MAX_BAD_FILES = 50
 MAX_GALLERY = 24         # most confident mistakes shown as thumbnails
 MAX_CLASS_ROWS = 200     # per-class table rows (weakest first)
-THUMB = 160
 LINKED = ["best.pt", "last.pt", "config.yaml", "metrics.csv", "log.jsonl", "split.json", "bad_files.txt",
           "curves.png", "eval/metrics.json", "eval/predictions.csv", "eval/classification_report.txt"]
 
@@ -39,19 +37,10 @@ figure{display:inline-block;margin:.5em;vertical-align:top}figure img{max-width:
 figcaption{font-size:.9em;color:#555;text-align:center}.kpi{display:inline-block;margin:.3em 1.2em .3em 0}
 .kpi b{font-size:1.4em;display:block}.muted{color:#777}
 table.facts td{text-align:left}table.facts td:first-child{font-weight:600;background:#f7f7f7}
-tr.weak td{background:#fde2e2}.gallery figure{width:180px}.gallery figcaption{text-align:left;word-break:break-all}
+tr.weak td{background:#fde2e2}.gallery figure{width:180px}.gallery figure:has(img.cam){width:360px}
+.gallery img{max-width:170px;margin-right:4px}.pair figure{max-width:48%}.gallery figcaption{text-align:left;word-break:break-all}
 .links a{margin-right:1em;white-space:nowrap}
 """
-
-
-def _esc(x) -> str:
-    return html.escape(str(x))
-
-
-def _img(path: Path, title: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return (f'<figure><img alt="{_esc(title)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{_esc(title)}</figcaption></figure>")
 
 
 def _fmt(v) -> str:
@@ -107,25 +96,6 @@ def _per_class_table(m: dict) -> str:
     return f"<h3>Per-class metrics</h3>{note}<table><tr>{head}</tr>{''.join(body)}</table>{more}"
 
 
-def _thumb(path: str) -> Optional[str]:
-    """A small JPEG of the image as a data URI, or None when it cannot be read any more."""
-    from ..data import load_image
-
-    try:
-        im = load_image(path, min_size=THUMB)
-    except Exception:
-        return None
-    im.thumbnail((THUMB, THUMB))
-    buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _file_link(path: str, text: str) -> str:
-    p = Path(path)
-    return f'<a href="{_esc(p.as_uri())}">{_esc(text)}</a>' if p.is_absolute() else _esc(text)
-
-
 def _gallery(eval_dir: Path, out: Path) -> str:
     """The most confident mistakes from predictions.csv: thumbnail, file, true / predicted, and
     the row of predictions.csv (1 = first data row) that holds all class probabilities."""
@@ -146,11 +116,14 @@ def _gallery(eval_dir: Path, out: Path) -> str:
     if not wrong:
         return f"<h3>Most confident mistakes</h3><p>No mistakes in {link}.</p>"
     wrong.sort(key=lambda w: (-w[0], w[1]))
+    from .trust_report import heatmap_tags
+
+    heat = heatmap_tags(eval_dir)  # Grad-CAM overlay of the predicted class, beside each image
     cards = []
     for prob, n, path, true, pred in wrong[:MAX_GALLERY]:
         src = _thumb(path)
         pic = f'<img alt="{_esc(Path(path).name)}" src="{src}">' if src else "<p class='muted'>(file unreadable)</p>"
-        cards.append(f"<figure>{pic}<figcaption>{_file_link(path, Path(path).name)}<br>true: <b>{_esc(true)}</b>"
+        cards.append(f"<figure>{pic}{heat.get(path, '')}<figcaption>{_file_link(path, Path(path).name)}<br>true: <b>{_esc(true)}</b>"
                      f"<br>predicted: <b>{_esc(pred)}</b> ({prob:.2f})<br>row {n} of {link}</figcaption></figure>")
     return (f"<h3>Most confident mistakes ({min(len(wrong), MAX_GALLERY)} of {len(wrong)})</h3>"
             f"<p class='muted'>Click a file name to open it; the row number points into {link}.</p>"
@@ -254,6 +227,9 @@ def write_report(run_dir: PathLike, eval_dir: Optional[PathLike] = None, out: Op
             _header(run_dir, eval_dir, m, out)]
     if eval_dir is not None:
         body.append(_eval_section(eval_dir, m, out))
+    from .trust_report import trust_section
+
+    body.append(trust_section(run_dir, eval_dir))
     body.append(_data_section(run_dir))
     body.append(_training_section(run_dir))
     cfg = run_dir / "config.yaml"

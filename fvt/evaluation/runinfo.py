@@ -66,8 +66,8 @@ def _float(v) -> Optional[float]:
 
 def best_epoch(rows: List[dict], best_metric: str) -> Optional[Tuple[int, str, float]]:
     """(epoch, column, value) of the best evaluated epoch by the run's selection metric."""
-    key = {"top1": "val_top1", "top5": "val_top5", "loss": "val_loss", "ema_top1": "ema_val_top1"}.get(
-        best_metric, "val_top1")
+    key = {"top1": "val_top1", "top5": "val_top5", "loss": "val_loss", "ema_top1": "ema_val_top1",
+           "balanced_accuracy": "val_balanced_accuracy", "macro_f1": "val_macro_f1"}.get(best_metric, "val_top1")
     pts = [(int(float(r["epoch"])), _float(r.get(key))) for r in rows if r.get("epoch")]
     pts = [(e, v) for e, v in pts if v is not None]
     if not pts:
