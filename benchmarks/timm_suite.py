@@ -114,13 +114,23 @@ def _run_one(model: str, suite: Path, tests, keyword, timeout, verbose, workdir)
 
 
 def run_suite(models, suite: Path, tests=None, keyword: str | None = None, timeout: float | None = None,
-              verbose: bool = False, workdir: Path | None = None) -> list:
+              verbose: bool = False, workdir: Path | None = None, progress=None) -> list:
     """Run ``suite``'s tests/test_models.py for each of ``models`` (``tests``: only these test
-    functions); one dict per (test, model): test, model, outcome, why, seconds."""
+    functions); one dict per (test, model): test, model, outcome, why, seconds. ``progress(model,
+    rows)`` is called as each model finishes."""
     rows = []
     for model in models:
-        rows += _run_one(model, suite, tests, keyword, timeout, verbose, workdir)
+        done = _run_one(model, suite, tests, keyword, timeout, verbose, workdir)
+        if progress:
+            progress(model, done)
+        rows += done
     return rows
+
+
+def _progress(model: str, rows: list) -> None:
+    n = {o: sum(r["outcome"] == o for r in rows) for o in ("passed", "failed", "skipped")}
+    print(f"{model}: {n['passed']} passed, {n['failed']} failed, {n['skipped']} skipped "
+          f"({sum(r['seconds'] for r in rows):.0f} s)", file=sys.stderr, flush=True)
 
 
 def table(rows: list) -> str:
@@ -169,7 +179,8 @@ def main(argv=None) -> int:
     except SuiteUnavailable as e:
         print(f"timm_suite: {e}", file=sys.stderr)
         return 2
-    rows = run_suite(models, suite, args.tests, args.keyword, timeout=args.timeout, verbose=args.verbose)
+    rows = run_suite(models, suite, args.tests, args.keyword, timeout=args.timeout, verbose=args.verbose,
+                     progress=_progress)
     print(f"timm {version} tests/test_models.py against fvt ({len(models)} models)\n")
     print(table(rows))
     for r in rows:
