@@ -3,7 +3,8 @@
 ``import fvt`` is light (no torch): everything is imported on first use (PEP 562), so ``fvt --help``
 answers at once. fvt's FasterViT variants are registered in timm's model registry as soon as both
 are imported, in either order: ``import fvt; import timm; timm.create_model("faster_vit_0_224")``
-builds fvt's implementation (see :mod:`fvt._timm_hook`).
+builds fvt's implementation (see :mod:`fvt._timm_hook`); ``fvt_faster_vit_0_224`` always does, and
+with the official ``fastervit`` package imported the plain names are its models (docs/timm.md).
 
 From Python (notebooks, scripts): ``fvt.create_model``, ``fvt.list_models``, ``fvt.load_pretrained``;
 ``fvt.train``, ``fvt.evaluate``, ``fvt.predict`` and ``fvt.export`` do what the commands do and return

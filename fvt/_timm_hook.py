@@ -2,8 +2,8 @@
 
 ``import fvt`` must stay free of torch and timm (the CLI answers ``--help`` without them), yet
 ``import fvt; import timm; timm.create_model("faster_vit_0_224")`` has to build fvt's model. So:
-when timm is already imported, fvt's registry is imported at once (it registers its variants on
-import); otherwise an import hook waits for timm and imports the registry once timm's code has run.
+when timm is already imported, fvt's variants are registered at once
+(``fvt.models.timm_models.register_all``); otherwise an import hook waits for timm and registers them once timm's code has run.
 
 The registry imports ``fvt.models.faster_vit``, which imports timm itself. If timm's import finishes
 while one of fvt's model modules is still being imported (``from fvt.models.faster_vit import
@@ -19,13 +19,13 @@ import importlib.abc
 import sys
 import warnings
 
-REGISTRY = "fvt.models.registry"
+REGISTRY = "fvt.models.timm_models"  # register_all() puts fvt's variants in timm's registry
 _loading: set = set()  # watched modules whose code is running right now
 
 
 def _register() -> None:
     try:
-        importlib.import_module(REGISTRY)  # registering is part of importing it
+        importlib.import_module(REGISTRY).register_all()
     except Exception as e:  # timm itself imported fine: do not break it, say why fvt's names are missing
         warnings.warn(f"fvt could not register its models with timm: {type(e).__name__}: {e}", RuntimeWarning,
                       stacklevel=2)

@@ -33,6 +33,11 @@ class UsageError(FvtError):
     """A bad flag, config key or value."""
 
 
+class ArgumentError(UsageError, TypeError):
+    """A keyword argument the called function does not take; also a TypeError, which is what Python
+    and libraries calling fvt (timm's create_model) raise and expect for that."""
+
+
 class DataError(FvtError):
     """A data folder that cannot be used (missing, empty class, fewer than two classes...)."""
 

@@ -155,8 +155,10 @@ def test_compile_has_no_graph_breaks(train):
 
 
 def test_timm_registry_builds_fvt():
+    """Without the official package, fvt owns the plain names too (with it: tests/test_timm_names.py)."""
     code = ("import fvt, timm; m = timm.create_model('faster_vit_nano', num_classes=3); "
-            "print(type(m).__module__)")
+            "from timm.models import model_entrypoint as e; "
+            "print(type(m).__module__, e('faster_vit_0_224').__module__, e('fvt_faster_vit_0_224').__module__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == FasterViT.__module__
+    assert out.stdout.split() == [FasterViT.__module__, "fvt.models.timm_models", "fvt.models.timm_models"]

@@ -13,7 +13,7 @@ _LAZY = {
     "LoadReport": ".checkpoint", "load_pretrained": ".checkpoint", "safe_load": ".checkpoint",
     "FasterViT": ".faster_vit",
     "VARIANTS": ".registry", "build_model": ".registry", "create_model": ".registry", "list_models": ".registry",
-    "model_info": ".registry",
+    "model_info": ".registry", "register_all": ".timm_models",
 }
 __all__ = ["create_model", "list_models", "load_pretrained", "model_info", "safe_load", "LoadReport",
            "FasterViT", "build_model", "VARIANTS"]

@@ -23,6 +23,8 @@ from ..errors import CheckpointError
 _DERIVED = re.compile(r"\.(relative_coords_table|relative_position_index|relative_bias)$")
 # Parameters that exist only for some resolutions / variants (carrier tokens) or are the head.
 _OPTIONAL = re.compile(r"(\.hat_|\.global_tokenizer\.|\.gamma[12]$|^head\.)")
+# The stem conv: weights for RGB images are adapted to a model with other input channels.
+_FIRST_CONV = "patch_embed.conv_down.0.weight"
 _EMA_KEYS = ("state_dict_ema", "model_ema")
 _RAW_KEYS = ("state_dict", "model")
 _PREFIXES = ("module.", "_orig_mod.")
@@ -114,9 +116,8 @@ class LoadReport:
     def to_dict(self) -> dict:
         """Counts and names for log.jsonl (the run logger's ``pretrained`` event)."""
         return dict(path=self.path, spec=self.spec or self.path, source=self.source, loaded=len(self.loaded),
-                    reinitialised=list(self.reinitialised), rebuilt=len(self.rebuilt),
-                    skipped=[f"{k} ({r})" for k, r in self.skipped], missing=list(self.missing),
-                    adapted=list(self.adapted))
+                    reinitialised=list(self.reinitialised), rebuilt=len(self.rebuilt), adapted=list(self.adapted),
+                    skipped=[f"{k} ({r})" for k, r in self.skipped], missing=list(self.missing))
 
     def summary(self) -> str:
         origin = f"{self.spec} = {self.path}" if self.spec and self.spec != self.path else self.path
@@ -140,18 +141,6 @@ class LoadReport:
             lines.append(f"licence of these weights: {lic.get('name')} ({lic.get('url')}); a model trained from "
                          f"them inherits it (recorded in its checkpoints)")
         return "\n".join(lines)
-
-
-def _adapt_stem(model: nn.Module, key: str, theirs: torch.Tensor, mine: torch.Tensor) -> Optional[torch.Tensor]:
-    """The first conv's weights for another input channel count, as timm adapts them (summed for one
-    channel, repeated and rescaled for more); None for any other tensor or mismatch."""
-    first = (getattr(model, "pretrained_cfg", None) or {}).get("first_conv")
-    if not first or key != f"{first}.weight" or theirs.ndim != 4 or theirs.shape[:1] + theirs.shape[2:] != \
-            mine.shape[:1] + mine.shape[2:]:
-        return None
-    from timm.models import adapt_input_conv
-
-    return adapt_input_conv(int(mine.shape[1]), theirs, base_chans=int(theirs.shape[1]))
 
 
 def load_pretrained(model: nn.Module, path: Union[str, Path, bool], use_ema: bool = True) -> LoadReport:
@@ -187,10 +176,12 @@ def load_pretrained(model: nn.Module, path: Union[str, Path, bool], use_ema: boo
                 bad_core.append(f"{k} missing")
             continue
         if sd[k].shape != v.shape:
-            stem = _adapt_stem(model, k, sd[k], v)
-            if stem is not None:
-                to_load[k] = stem
-                report.adapted.append(f"{k} ({sd[k].shape[1]} -> {v.shape[1]} channels)")
+            w = sd[k]
+            if k == _FIRST_CONV and w.shape[1] == 3 and w.shape[0] == v.shape[0] and w.shape[2:] == v.shape[2:]:
+                from timm.models import adapt_input_conv  # timm's rule: sum for 1 channel, repeat and scale for more
+
+                to_load[k] = adapt_input_conv(v.shape[1], sd[k])
+                report.adapted.append(f"{k} ({sd[k].shape[1]} -> {v.shape[1]} input channels)")
             elif k.startswith("head."):
                 report.reinitialised.append(k)
             elif _OPTIONAL.search(k):

@@ -5,14 +5,22 @@ Module and buffer names follow the official release so its state dicts load with
 coordinates; in eval mode the result is cached in the (official) ``relative_bias``
 buffer and recomputed only when the MLP weights or the buffer change (in-place EMA
 updates and ``load_state_dict`` bump tensor version counters, which we track).
-"""
 
-from __future__ import annotations
+Two paths through every module with an eval shortcut (the bias cache here, BatchNorm folding in
+blocks.py): the plain path computes everything from the parameters and is what training,
+TorchScript (``torch.jit.script``), torch.fx symbolic tracing and torch.compile see; the eager
+eval path (cache / folded weights) lives in ``@torch.jit.unused`` methods, entered only when
+:func:`eager_eval` says so. Shape-dependent Python control flow (padding to the window, the
+token grid of another length, the CPU/accelerator attention dispatch) sits in small functions
+that ``torch.fx.wrap`` makes graph leaves, so a traced graph keeps it at run time.
+"""
 
 import contextlib
 import math
+from typing import Optional, Tuple
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -27,9 +35,27 @@ def _has_autocast(device_type: str) -> bool:
     return torch.amp.is_autocast_available(device_type)
 
 
-class _CachedBias(nn.Module):
-    """Base class: ``forward()`` returns the bias; eval-time results are cached in
-    ``self.relative_bias`` (a persistent buffer, part of the official state dict)."""
+def eager_eval(module: nn.Module, x) -> bool:
+    """Whether ``module`` may take its eval shortcut for input ``x``: eval mode, a real tensor (not a
+    torch.fx Proxy: a traced graph must compute from the parameters instead of baking today's values
+    in as constants) and not under torch.compile (dynamo compiles the plain path). Called only from
+    ``@torch.jit.unused`` methods: TorchScript cannot type a module argument."""
+    return not module.training and not isinstance(x, torch.fx.Proxy) and not _compiling()
+
+
+class EagerEvalModule(nn.Module):
+    """A module with an eager-only eval shortcut. ``forward`` takes it with
+    ``if not torch.jit.is_scripting() and self._eager_eval(x): ...`` (TorchScript compiles the
+    method as a stub that is never reached, since ``is_scripting()`` is true there)."""
+
+    @torch.jit.unused
+    def _eager_eval(self, x: torch.Tensor) -> bool:
+        return eager_eval(self, x)
+
+
+class _CachedBias(EagerEvalModule):
+    """Base class: ``forward()`` computes the bias from the MLP; ``cached()`` (eager eval only) returns
+    it from ``self.relative_bias`` (a persistent buffer, part of the official state dict)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -48,6 +74,10 @@ class _CachedBias(nn.Module):
         return super().train(mode)
 
     def forward(self) -> torch.Tensor:
+        return self.compute()
+
+    @torch.jit.unused
+    def cached(self) -> torch.Tensor:
         if self.training or _compiling():
             return self.compute()
         if self._cache_key is None or self._cache_key != self._key():
@@ -90,8 +120,8 @@ class WindowPosBias(_CachedBias):
 
     def compute(self) -> torch.Tensor:
         table = self.cpb_mlp(self.relative_coords_table).view(-1, self.num_heads)
-        n = self.window_size ** 2
-        bias = table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
+        n = self.window_size * self.window_size  # (an int in TorchScript too; ** gives a float)
+        bias = table[self.relative_position_index].permute(2, 0, 1)  # (heads, n, n)
         bias = 16 * torch.sigmoid(bias)
         extra = self.seq_length - n
         if extra > 0:
@@ -109,24 +139,22 @@ class TokenPosEmbed(_CachedBias):
                                      nn.Linear(512, dim, bias=False))
         self.seq_length = seq_length
         self.register_buffer("relative_bias", torch.zeros(1, seq_length, dim))
-        self.register_buffer("grid", self._grid(seq_length), persistent=False)
+        self.register_buffer("grid", token_grid(seq_length), persistent=False)
 
-    @staticmethod
-    def _grid(seq_length: int, device=None) -> torch.Tensor:
-        side = int(seq_length ** 0.5)
-        pos = torch.arange(side, dtype=torch.float32, device=device)
-        half = max(side // 2, 1)  # a single token sits at 0 (avoid 0/0)
-        grid = torch.stack(torch.meshgrid(pos, pos, indexing="ij")).flatten(1)  # 2, side*side
-        return ((grid - side // 2) / half).t().unsqueeze(0)
-
-    def compute(self, seq_length: int | None = None) -> torch.Tensor:
-        grid = self.grid if seq_length in (None, self.seq_length) else self._grid(seq_length, self.grid.device)
+    def compute(self, seq_length: Optional[int] = None) -> torch.Tensor:
+        grid = self.grid if seq_length in (None, self.seq_length) else token_grid(seq_length, self.grid.device)
         return self.cpb_mlp(grid)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting() and self._eager_eval(x):
+            return self._forward_cached(x)
+        return x + self.cpb_mlp(grid_for(x, self.grid))
+
+    @torch.jit.unused
+    def _forward_cached(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != self.seq_length:
             return x + self.compute(x.shape[1])
-        emb = super().forward()
+        emb = self.cached()
         dev = x.device.type
         if not self.training and _has_autocast(dev) and torch.is_autocast_enabled(dev):
             # The cache is float32, but under autocast the MLP (training, the official code) yields
@@ -134,6 +162,22 @@ class TokenPosEmbed(_CachedBias):
             # float32 and cost every following op a wider pass (docs/speed.md, eval dtype flow).
             emb = emb.to(torch.get_autocast_dtype(dev))
         return x + emb
+
+
+def token_grid(seq_length: int, device: Optional[torch.device] = None) -> torch.Tensor:
+    """Coordinates in [-1, 1) of a square grid of ``seq_length`` tokens, (1, seq_length, 2)."""
+    side = int(seq_length ** 0.5)
+    pos = torch.arange(side, dtype=torch.float32, device=device)
+    half = max(side // 2, 1)  # a single token sits at 0 (avoid 0/0)
+    grid = torch.stack(torch.meshgrid(pos, pos, indexing="ij")).flatten(1)  # 2, side*side
+    return ((grid - side // 2) / half).t().unsqueeze(0)
+
+
+def grid_for(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """The stored grid, or one for the token count of ``x`` when that differs (odd inputs)."""
+    if x.shape[1] == grid.shape[1]:
+        return grid
+    return token_grid(x.shape[1], grid.device)
 
 
 class Mlp(nn.Module):
@@ -146,6 +190,13 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, dropout_p: float) -> torch.Tensor:
+    """Attention with an additive bias: :func:`attention_math` on CPU, the fused kernel elsewhere."""
+    if q.device.type == "cpu":
+        return attention_math(q, k, v, bias, dropout_p)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=dropout_p)
 
 
 def attention_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
@@ -162,7 +213,7 @@ def attention_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torc
     return attn.to(v.dtype) @ v
 
 
-class WindowAttention(nn.Module):
+class WindowAttention(EagerEvalModule):
     """Multi-head self-attention over a token sequence with a learned position bias,
     computed with ``F.scaled_dot_product_attention`` (bias passed as ``attn_mask``) on
     accelerators and with :func:`attention_math` on CPU."""
@@ -181,12 +232,12 @@ class WindowAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        bias = self.pos_emb_funct()
-        p = self.attn_drop if self.training else 0.0
-        if x.device.type == "cpu":
-            x = attention_math(q, k, v, bias, p)
+        if not torch.jit.is_scripting() and self._eager_eval(x):
+            bias = self.pos_emb_funct.cached()
         else:
-            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=p)
+            bias = self.pos_emb_funct()
+        p = self.attn_drop if self.training else 0.0
+        x = attend(q, k, v, bias, p)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
 
 
@@ -223,35 +274,55 @@ def grid_to_carrier(ct: torch.Tensor, sh: int, sw: int, c: int) -> torch.Tensor:
     return ct.reshape(B, sw, c, sh, c, C).permute(0, 1, 3, 2, 4, 5).reshape(B, sh * sw, c * c, C)
 
 
+def pad_to_multiple(x: torch.Tensor, w: int) -> torch.Tensor:
+    """Zero-pad the bottom/right of (B, C, H, W) up to multiples of ``w`` (a no-op when they are)."""
+    pad_b, pad_r = (w - x.shape[2] % w) % w, (w - x.shape[3] % w) % w
+    if pad_b > 0 or pad_r > 0:
+        x = F.pad(x, (0, pad_r, 0, pad_b))
+    return x
+
+
+def crop_to(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Undo :func:`pad_to_multiple`: the top-left (h, w) of (B, C, H, W)."""
+    if x.shape[2] != h or x.shape[3] != w:
+        x = x[:, :, :h, :w].contiguous()
+    return x
+
+
+# graph leaves for torch.fx (they branch on run-time shapes / the device); faster_vit.py wraps the
+# padding helpers it calls the same way
+torch.fx.wrap("attend")
+torch.fx.wrap("grid_for")
+
+
 # -- eval-time conv + BatchNorm folding ----------------------------------------------------
-def can_fold(module: nn.Module, bn: nn.BatchNorm2d) -> bool:
-    """Fold only for pure inference: eval mode, frozen BN statistics, no autograd, eager."""
-    return not module.training and not bn.training and not torch.is_grad_enabled() and not _compiling()
+def fold_conv_bn(weight: torch.Tensor, bias: Optional[torch.Tensor], bn_weight: Optional[torch.Tensor],
+                 bn_bias: Optional[torch.Tensor], mean: Optional[torch.Tensor], var: Optional[torch.Tensor],
+                 eps: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of a conv with the eval-mode BatchNorm that follows it folded in. The one
+    definition of the arithmetic: eager (cached), TorchScript and torch.fx graphs compute the same bits."""
+    assert bn_weight is not None and bn_bias is not None and mean is not None and var is not None
+    scale = bn_weight / torch.sqrt(var + eps)
+    b = bias if bias is not None else torch.zeros_like(mean)
+    return weight * scale.view(-1, 1, 1, 1), (b - mean) * scale + bn_bias
 
 
 class FoldCache:
-    """Conv weights with the following BatchNorm folded in, recomputed when any source
-    tensor changes (version counters / storage), like the position-bias cache."""
+    """Folded conv weights, recomputed when any source tensor changes (version counters / storage),
+    like the position-bias cache. Eager mode only."""
 
     def __init__(self) -> None:
         self.key = None
         self.value = None
 
-    def get(self, pairs) -> list:
-        tensors = [t for conv, bn in pairs for t in (conv.weight, conv.bias, bn.weight, bn.bias,
-                                                       bn.running_mean, bn.running_var) if t is not None]
+    def get(self, modules: list, fold) -> list:
+        """``fold()`` (computed without autograd or autocast), cached while ``modules``' tensors are unchanged."""
+        tensors = [t for m in modules for t in (*m.parameters(), *m.buffers())]
         key = tuple((t._version, t.data_ptr(), t.dtype) for t in tensors)
         if key != self.key:
             dev = tensors[0].device.type
             amp_off = torch.autocast(dev, enabled=False) if _has_autocast(dev) else contextlib.nullcontext()
             with torch.no_grad(), amp_off:
-                self.value = [self._fold(conv, bn) for conv, bn in pairs]
+                self.value = fold()
             self.key = key
         return self.value
-
-    @staticmethod
-    def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple:
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        weight = conv.weight * scale.view(-1, 1, 1, 1)
-        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-        return weight, (bias - bn.running_mean) * scale + bn.bias

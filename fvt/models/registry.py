@@ -1,7 +1,7 @@
 """Variant registry: official FasterViT hyper-parameters, one entry per name.
 
-``create_model`` builds fvt's implementation; every name is also registered in timm's
-registry on import, so ``timm.create_model("faster_vit_0_224")`` works after ``import fvt``.
+``create_model`` builds fvt's implementation. The same variants in timm's registry (so that
+``timm.create_model("faster_vit_0_224")`` works after ``import fvt``): fvt/models/timm_models.py.
 """
 
 from __future__ import annotations
@@ -9,12 +9,11 @@ from __future__ import annotations
 import copy
 import difflib
 import logging
-from pathlib import Path
 from typing import Optional
 
 import torch.nn as nn
 
-from ..errors import UsageError
+from ..errors import ArgumentError, UsageError
 from .faster_vit import FasterViT
 from .hub import OFFICIAL_REPO, published
 
@@ -86,7 +85,7 @@ def _unknown_model(name: str) -> UsageError:
     return UsageError(f"unknown model '{name}'{hint}")
 
 
-def _weights_cfg(name: str) -> dict:
+def weights_cfg(name: str) -> dict:
     """Where a variant's official weights live, in timm's pretrained-cfg keys."""
     pub = published(name)
     if pub is None:
@@ -95,22 +94,14 @@ def _weights_cfg(name: str) -> dict:
                 origin_url="https://github.com/NVlabs/FasterViT", paper_ids="arXiv:2306.06189")
 
 
-def _timm_default_cfg(name: str) -> dict:
-    spec = VARIANTS[name]
-    size = spec["arch"]["img_size"]
-    h, w = (size, size) if isinstance(size, int) else size
-    return dict(input_size=(3, h, w), mean=MEAN, std=STD, crop_pct=spec["crop_pct"], crop_mode=spec["crop_mode"],
-                interpolation="bicubic", num_classes=1000, first_conv="patch_embed.conv_down.0", classifier="head",
-                fixed_input_size=True, **_weights_cfg(name))
-
-
 def pretrained_cfg_for(name: str, model: FasterViT) -> dict:
     spec = VARIANTS[name]
     h, w = model.img_size
-    return dict(architecture=name, input_size=(3, h, w), mean=MEAN, std=STD, crop_pct=spec["crop_pct"],
-                crop_mode=spec["crop_mode"], interpolation="bicubic", num_classes=model.num_classes,
+    return dict(architecture=name, input_size=(model.in_chans, h, w), pool_size=model.plans[-1].feat, mean=MEAN,
+                std=STD, crop_pct=spec["crop_pct"], crop_mode=spec["crop_mode"], interpolation="bicubic",
+                num_classes=model.num_classes,
                 first_conv="patch_embed.conv_down.0", classifier="head", fixed_input_size=True,
-                official=spec.get("official", True), **_weights_cfg(name))
+                official=spec.get("official", True), **weights_cfg(name))
 
 
 def _name_any_res(msg: str, name: str) -> str:
@@ -138,12 +129,13 @@ def build_model(name: str, **kwargs) -> FasterViT:
         arch["window_size"] = None
     try:
         model = FasterViT(**arch, default_window_size=defaults, default_img_size=spec["arch"]["img_size"])
-    except TypeError as e:
-        raise UsageError(f"bad argument for model '{name}': {e}") from None
+    except TypeError as e:  # (an ArgumentError is a TypeError too, as callers such as timm expect)
+        raise ArgumentError(f"bad argument for model '{name}': {e}") from None
     except UsageError as e:
         raise UsageError(_name_any_res(str(e), name)) from None
-    # A plain dict that create_model(name, **model_kwargs) rebuilds the same architecture from.
-    kw = {k: v for k, v in user.items()}
+    # A plain dict that create_model(name, **model_kwargs) rebuilds the same architecture from
+    # (where it lives and its precision are not architecture).
+    kw = {k: v for k, v in user.items() if k not in ("device", "dtype")}
     kw["img_size"] = list(model.img_size)
     kw["window_size"] = [p.window for p in model.plans]
     kw["num_classes"] = model.num_classes
@@ -183,83 +175,3 @@ def model_info(name: str) -> dict:
     hw = (size, size) if isinstance(size, int) else tuple(size)
     return dict(name=name, arch=copy.deepcopy(spec["arch"]), input_size=(3, *hw), crop_pct=spec["crop_pct"],
                 official=spec.get("official", True))
-
-
-# timm's register_model reads the pretrained cfgs of a module's entry points from ``default_cfgs``.
-default_cfgs = {name: _timm_default_cfg(name) for name in VARIANTS}
-
-
-def _weights_from_cfg(cfg: dict):
-    """timm's precedence: a local ``file`` first, then the hub file, then the URL."""
-    if cfg.get("file"):  # timm's "local-dir:FOLDER" (e.g. `fvt export --format timm-folder`) names the folder
-        local = cfg.get("source") == "local-dir"
-        return str(Path(cfg["file"]) / "model.safetensors") if local else str(cfg["file"])
-    if cfg.get("hf_hub_id"):
-        return f"hf-hub:{cfg['hf_hub_id']}" + (f":{cfg['hf_hub_filename']}" if cfg.get("hf_hub_filename") else "")
-    return cfg.get("url") or None
-
-
-def _timm_entry(name: str, pretrained=False, pretrained_cfg=None, pretrained_cfg_overlay=None, cache_dir=None,
-                features_only=False, out_indices=None, feature_cls=None, **kw) -> nn.Module:
-    """What ``timm.create_model(name, ...)`` calls: fvt's model, timm's pretrained cfg (with any
-    ``pretrained_cfg_overlay``, e.g. ``dict(file=PATH)``) and timm's feature wrapper."""
-    from timm.models import resolve_pretrained_cfg
-
-    cfg = resolve_pretrained_cfg(name, pretrained_cfg=pretrained_cfg,
-                                 pretrained_cfg_overlay=pretrained_cfg_overlay).to_dict()
-    kw.pop("pretrained_model_args", None)  # timm's copy of a local-dir config.json's model args (already in kw)
-    model = build_model(name, **kw)
-    model.pretrained_cfg.update({k: cfg[k] for k in ("file", "url", "hf_hub_id", "hf_hub_filename") if cfg.get(k)})
-    if pretrained:
-        weights = _weights_from_cfg(cfg)
-        if weights is None:
-            raise UsageError(f"no weights are published for {name} (an fvt-only variant); pass "
-                             f"pretrained_cfg_overlay=dict(file=PATH) or train it with `fvt train`")
-        from .checkpoint import load_pretrained
-
-        model.load_report = load_pretrained(model, weights)
-        _log.info(model.load_report.summary())
-        if cfg.get("source") == "local-dir":  # the folder's labels and preprocessing travel with the model
-            model.pretrained_cfg = model.default_cfg = {**model.pretrained_cfg, **cfg}
-    if features_only:
-        from timm.models import FeatureHookNet
-
-        if feature_cls not in (None, "hook"):
-            raise UsageError(f"features_only with feature_cls={feature_cls!r}: fvt's models support the default "
-                             f"(hooks on each stage)")
-
-        idx = tuple(out_indices) if out_indices is not None else tuple(range(len(model.levels)))
-        # Hooks, because the stages live in a ModuleList the rewriting wrappers cannot flatten. A stage's
-        # feature map (the channels/stride feature_info lists) is the input of its downsample layer.
-        for i, info in enumerate(model.feature_info):
-            if model.levels[i].downsample is not None:
-                info.update(module=f"levels.{i}.downsample", hook_type="forward_pre")
-        feats = FeatureHookNet(model, out_indices=idx, no_rewrite=True)
-        feats.pretrained_cfg = model.pretrained_cfg
-        return feats
-    return model
-
-
-def _register_timm() -> None:
-    try:
-        from timm.models import register_model
-    except ImportError:  # pragma: no cover
-        return
-    import sys
-    import warnings
-
-    mod = sys.modules[__name__]
-    for name in VARIANTS:
-        def entry(pretrained=False, _name=name, **kw):
-            return _timm_entry(_name, pretrained, **kw)
-
-        entry.__name__ = name
-        entry.__qualname__ = name
-        entry.__module__ = __name__
-        setattr(mod, name, entry)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            register_model(entry)
-
-
-_register_timm()
