@@ -110,7 +110,7 @@ def train(config: Union[None, PathLike, Config, dict] = None, *,
 
     ``config``: a recipe name (``"finetune"``) or a YAML file (as ``--config``), a dict or a Config;
     ``options`` override it.
-    ``on_step(record)`` is called every ``log_every`` optimizer steps (step, epoch, loss, lr,
+    ``on_step(record)`` is called after every optimizer step (step, epoch, loss, lr,
     img_per_s); ``on_epoch_end(row)`` after each epoch with its metrics.csv row. ``callbacks``:
     objects with either method, for code that embeds fvt. An exception in a callback ends the run.
     Ctrl-C saves last.pt and returns with ``stopped_by == "interrupted"``."""
