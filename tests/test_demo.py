@@ -1,4 +1,4 @@
-"""fvt demo end to end, shortened to one epoch (the full recipe is timed by hand: see README)."""
+"""fvt demo end to end, shortened to one epoch (the full recipe is timed by hand: see docs/getting-started.md)."""
 
 from __future__ import annotations
 

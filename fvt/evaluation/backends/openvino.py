@@ -53,7 +53,7 @@ def export(onnx_file: Path, meta: dict, out: Path, precision: str = "fp32",
             nncf = require("nncf", "OpenVINO int8 export")
             # NNCF's default (CNN) scheme, not model_type=TRANSFORMER: on FasterViT the transformer scheme
             # (SmoothQuant and int8 attention matmuls) kept only 71% top-1 agreement with float32 on flowers,
-            # the default scheme 99% and the float top-1 (README, "Int8 accuracy on flowers").
+            # the default scheme 99% and the float top-1 (docs/export.md, "Int8 accuracy on flowers").
             model = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches))
     meta = dict(meta, precision=precision, input=meta.get("input", "normalized"))
     model.set_rt_info(json.dumps(meta), [META_KEY])
