@@ -158,12 +158,15 @@ def _short(size, side):
     return (side, int(side * h / w)) if w <= h else (int(side * w / h), side)
 
 
-def test_a_file_failing_while_caching_is_skipped_mid_run(tmp_path):
+def test_a_file_failing_while_caching_is_skipped_mid_run(tmp_path, capsys):
     data, run = _folder(tmp_path / "data"), tmp_path / "run"
     bundle, _ = _bundle(data, run)
     bad = bundle.train.paths[2]
     bad.write_bytes(bad.read_bytes()[:60])  # cut short after the scan: fails only when decoded
     _attach(bundle, run)
-    with pytest.warns(RuntimeWarning, match="cannot decode"):
-        img, target, index = bundle.train[(2, 7)]
+    img, target, index = bundle.train[(2, 7)]
     assert img is None and index == 2
+    img, target, index = bundle.train[(2, 8)]  # asked again (another epoch): skipped again, said once
+    assert img is None
+    said = [line for line in capsys.readouterr().err.splitlines() if "cannot decode" in line]
+    assert len(said) == 1 and str(bad) in said[0]

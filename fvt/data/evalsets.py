@@ -60,7 +60,7 @@ def image_folder(root: PathLike, transform: Optional[Callable] = None, classes: 
     from .streaming import is_shard_spec, open_eval_shards
 
     if is_shard_spec(root):
-        return open_eval_shards(str(root), transform, classes, min_decode_size, channels, split)
+        return open_eval_shards(str(root), transform, classes, min_decode_size, channels=channels, split=split)
     if task == "multilabel":
         from .multilabel_build import open_label_csv
 

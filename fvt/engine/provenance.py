@@ -16,7 +16,6 @@ import time
 import zipfile
 from pathlib import Path
 
-_SECTIONS = {"model", "data", "aug", "optim", "sched", "train", "distill"}
 
 
 def write_marker(path: Path) -> None:
@@ -69,7 +68,9 @@ def _is_config(path: Path) -> bool:
         d = yaml.safe_load(_head(path, 1 << 20).decode("utf-8"))
     except (ValueError, yaml.YAMLError):
         return False
-    return isinstance(d, dict) and {"model", "train"} <= set(d) and set(d) <= _SECTIONS
+    from ..config.sections import SECTIONS  # every section a config.yaml of this fvt can hold
+
+    return isinstance(d, dict) and {"model", "train"} <= set(d) and set(d) <= set(SECTIONS)
 
 
 def _is_metrics(path: Path) -> bool:

@@ -181,7 +181,7 @@ def load_pretrained(model: nn.Module, path: Union[str, Path, bool], use_ema: boo
                 from timm.models import adapt_input_conv  # timm's rule: sum for 1 channel, repeat and scale for more
 
                 to_load[k] = adapt_input_conv(v.shape[1], sd[k])
-                report.adapted.append(f"{k} ({sd[k].shape[1]} -> {v.shape[1]} input channels)")
+                report.adapted.append(f"{k} ({sd[k].shape[1]} -> {v.shape[1]} channels)")
             elif k.startswith("head."):
                 report.reinitialised.append(k)
             elif _OPTIONAL.search(k):
