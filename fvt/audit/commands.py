@@ -71,7 +71,7 @@ def _check(args) -> None:
 def _plan(args):
     """(config of the data, run folder or None, checkpoint spec, model name, output folder)."""
     from ..config import Config
-    from ..data.streaming import is_shard_spec
+    from ..data.shard_source import is_shard_spec
 
     target = Path(args.target).expanduser()
     if _is_run(target):

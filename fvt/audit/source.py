@@ -105,7 +105,7 @@ def _index_tar(path: Path) -> List[tuple]:
 
 def from_shards(spec: str, min_decode_size: Optional[int]) -> AuditData:
     """Every split of a local shard folder written by ``fvt data shard``."""
-    from ..data.streaming import ShardSource
+    from ..data.shard_source import ShardSource
 
     source = ShardSource(spec)
     members, names, targets, splits = [], [], [], []
@@ -134,7 +134,7 @@ def from_shards(spec: str, min_decode_size: Optional[int]) -> AuditData:
 def load_audit_data(cfg, run_dir: Optional[Path], preprocessing) -> AuditData:
     """The audited images of ``cfg.data`` (a ``fvt.config.Config``), split as ``fvt train`` splits them."""
     from ..data import build_data
-    from ..data.streaming import is_shard_spec
+    from ..data.shard_source import is_shard_spec
 
     if is_shard_spec(cfg.data.data):
         build_data(cfg, None, preprocessing=preprocessing, write=False)  # the same checks as training

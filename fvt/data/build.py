@@ -24,7 +24,7 @@ def build_data(cfg: Any, run_dir: Optional[Union[str, os.PathLike, Path]] = None
     ``default_input_size``: the model's own input size, used when ``cfg.model.img_size`` is
     unset. ``write=False`` reads an existing ``split.json`` but writes nothing.
     """
-    from .streaming import is_shard_spec
+    from .shard_source import is_shard_spec
 
     if is_shard_spec(cfg.data.data):  # WebDataset shards written by `fvt data shard`: streamed, not scanned
         from .streaming import build_shard_data

@@ -41,7 +41,7 @@ class SpeedPlan:
 # -- start: checks that need no data ------------------------------------------------------------------
 def check_options(cfg) -> None:
     """--time, --progressive and --cache problems, before the data scan."""
-    from ..data.streaming import is_shard_spec
+    from ..data.shard_source import is_shard_spec
 
     if cfg.sched.time:
         parse_duration(cfg.sched.time)

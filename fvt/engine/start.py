@@ -65,7 +65,7 @@ def check_names(cfg: Config) -> None:
     if cfg.optim.opt.lower() not in optimizers:
         raise UsageError(f"--opt {cfg.optim.opt!r} is not an optimizer timm or fvt knows"
                          f"{_hint(cfg.optim.opt.lower(), sorted(optimizers))}")
-    from ..data.streaming import is_shard_spec
+    from ..data.shard_source import is_shard_spec
 
     for flag, value in (("--data", cfg.data.data), ("--val-data", cfg.data.val_data), ("--test-data", cfg.data.test_data)):
         if value and not is_shard_spec(value) and not Path(value).exists():  # shards: patterns, URLs, pipe:

@@ -148,7 +148,7 @@ def embed_to_folder(checkpoint, data: List[str], output, stage: Optional[int] = 
                     chunk: int = CHUNK, task: str = "auto", model_name: Optional[str] = None,
                     ema: Optional[bool] = None, log=print) -> dict:
     """Embed ``data`` with ``checkpoint`` into ``output`` (see the module doc); returns embed.json's content."""
-    from ..data.streaming import is_shard_spec
+    from ..data.shard_source import is_shard_spec
     from ..data.transforms import Preprocessing
     from ..engine.precision import resolve_amp
     from .loading import load_any

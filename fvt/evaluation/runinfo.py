@@ -170,7 +170,7 @@ def _split_classes(run_dir: Path) -> Optional[List[str]]:
 def _train_items(run_dir: Path, cfg) -> Tuple[Dict[str, Dict[str, int]], List[Tuple[Path, str]], List[str]]:
     """(counts per split and class, training (path, class) list, classes) from split.json or the folders."""
     from ..data.discovery import discover
-    from ..data.streaming import is_shard_spec
+    from ..data.shard_source import is_shard_spec
 
     split = run_dir / "split.json"
     if is_shard_spec(cfg.data.data):  # shards: index.json has the counts, the shards the images
@@ -199,7 +199,7 @@ def _shard_items(spec: str):
     """(counts per split and class from index.json, some training samples as in-memory files, classes)."""
     import io
 
-    from ..data.streaming import ShardSource, first_samples
+    from ..data.shard_source import ShardSource, first_samples
 
     source = ShardSource(spec)
     classes = list(source.classes)
