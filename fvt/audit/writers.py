@@ -13,7 +13,6 @@ edited since the audit wrote it is never overwritten: the new template goes to r
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -41,8 +40,11 @@ def write_audit_csv(result: AuditResult, path: Path) -> Path:
 
 
 def file_sha256(path: Path) -> Optional[str]:
+    """The file's SHA-256, or None when it cannot be read (a relabel.csv the user removed)."""
+    from ..hashing import file_sha256 as digest
+
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return digest(path)
     except OSError:
         return None
 

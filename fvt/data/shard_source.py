@@ -15,9 +15,9 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple
 import torch
 
 from ..errors import DataError
+from ..hashing import file_sha256
 from .decode import ImageDecodeError, load_image
 from .shards import FORMAT, INDEX_NAME, require_webdataset
-
 
 _SHARD_NAME = re.compile(r"[^/\s]*\.tar")
 META_KEYS = ("cls", "path.txt")
@@ -99,7 +99,7 @@ class ShardSource:
             if size != entry.get("bytes", size):
                 raise DataError(f"shard {path} is {size} bytes, {self.index_url} says {entry['bytes']}: it was cut "
                                 f"short or changed; copy it again (or shard the images again)")
-            if verify and entry.get("sha256") and _file_sha256(path) != entry["sha256"]:
+            if verify and entry.get("sha256") and file_sha256(path) != entry["sha256"]:
                 raise DataError(f"shard {path} does not match the sha256 in {self.index_url}: it is corrupt; copy it "
                                 f"again (or shard the images again)")
 
@@ -145,14 +145,6 @@ def index_problem(index: Any) -> str:
     return ""
 
 
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # -- reading -----------------------------------------------------------------------------------

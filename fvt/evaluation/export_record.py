@@ -9,16 +9,15 @@ reads the record to know which existing files are its own exports (it replaces o
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from ..errors import CheckpointError
+from ..hashing import file_sha256
 
 RECORD_SUFFIX = ".verify.json"
-_CHUNK = 1 << 20
 
 
 def record_path(export: Path) -> Path:
@@ -41,17 +40,11 @@ def export_files(export: Path, fmt: str) -> List[Path]:
     return files
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _digests(export: Path, fmt: str) -> Dict[str, dict]:
     base = export if export.is_dir() else export.parent
-    return {p.relative_to(base).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256(p)}
+    return {p.relative_to(base).as_posix(): {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
             for p in export_files(export, fmt)}
 
 
@@ -101,7 +94,7 @@ def check_integrity(export: Path) -> Optional[dict]:
         if not path.is_file():
             raise CheckpointError(f"{export}: {name} is missing (listed in {record_path(export).name}); "
                                   f"copy it beside the export or export again")
-        if not isinstance(want, dict) or path.stat().st_size != want.get("bytes") or sha256(path) != want.get("sha256"):
+        if not isinstance(want, dict) or path.stat().st_size != want.get("bytes") or file_sha256(path) != want.get("sha256"):
             raise CheckpointError(f"{export}: {name} differs from what fvt exported (its sha256 does not match "
                                   f"{record_path(export).name}): the file was changed or corrupted after export; "
                                   f"export it again")

@@ -32,6 +32,7 @@ from typing import Optional, Union
 from urllib.parse import urlparse
 
 from ..errors import CheckpointError, UsageError
+from ..hashing import file_sha256
 from . import download
 
 OFFICIAL_REPO = "ahatamiz/FasterViT"
@@ -304,7 +305,7 @@ def _check_hub_blob(path: Path, src: Source) -> None:
     """The blob of an LFS file is named by its sha256: hash the fresh download and compare."""
     blob = path.resolve()
     want = src.sha256 or (blob.name if re.fullmatch(r"[0-9a-f]{64}", blob.name) else None)
-    if want and _sha256(blob) != want:
+    if want and file_sha256(blob) != want:
         for p in (path, blob):
             p.unlink(missing_ok=True)
         raise CheckpointError(f"{src.url}: the downloaded file does not match its sha256 {want[:12]}...; it was "
@@ -323,7 +324,7 @@ def _pin_problem(path: Path, src: Source) -> Optional[str]:
     """Why ``path`` fails the sha256 the URL pins (``#sha256=``, or torch's ``name-<prefix>.pth``), or None."""
     prefix = re.search(r"-([a-f0-9]{8,})\.", src.filename)
     want = src.sha256 or (prefix.group(1) if prefix else None)
-    if want and not _sha256(path).startswith(want):
+    if want and not file_sha256(path).startswith(want):
         return f"does not match its sha256 {want[:12]}..."
     return None
 
@@ -399,10 +400,3 @@ def _incomplete(path: Path) -> Optional[str]:
                 return f"safetensors data cut off at {size} bytes"
     return None
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
