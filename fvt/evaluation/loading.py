@@ -70,7 +70,7 @@ class LoadedModel:
         weights made from NVIDIA's official ones. The one place export metadata is built: every format
         stores this dict whole."""
         from .. import __version__
-        from .weights_license import LICENSE_KEY, of_model
+        from ..models.hub import LICENSE_KEY
 
         meta = {"fvt_version": __version__, "model_name": self.model_name, "model_kwargs": self.model_kwargs,
                 "classes": self.classes, "preprocessing": self.preprocessing,
@@ -78,7 +78,7 @@ class LoadedModel:
         meta.update({k: v for k, v in (("calibration", self.calibration), ("reject", self.reject)) if v})
         if self.task == "multilabel":  # outputs are read through a sigmoid per label, decided by the thresholds
             meta.update(task=self.task, outputs="sigmoid", thresholds=self.thresholds)
-        license_ = of_model(self.info)
+        license_ = weights_license_of(self.info)
         if license_:
             meta[LICENSE_KEY] = license_
         return meta
@@ -97,6 +97,16 @@ def trust_entries(source: dict) -> dict:
         if isinstance(entry, dict) and isinstance(entry.get(needed), (int, float)):
             out[key] = dict(entry)
     return out
+
+
+def weights_license_of(info: dict) -> Optional[dict]:
+    """The licence of a loaded model's weights (``LoadedModel.info``): the one its checkpoint carries,
+    else the official weights' when it was loaded from them or its run started from them."""
+    from ..models.hub import weights_license
+
+    config = info.get("config") if isinstance(info.get("config"), dict) else {}
+    model = config.get("model") if isinstance(config.get("model"), dict) else {}
+    return weights_license(info.get("source"), info) or weights_license(model.get("pretrained"))
 
 
 def resolve_checkpoint(spec: Union[str, Path], model_name: Optional[str] = None) -> Path:
