@@ -196,6 +196,9 @@ def add_config_arguments(parser, sections=None) -> None:
                 choices = f.metadata.get("choices")
                 if f.metadata.get("const") is not None:  # the bare flag means this value
                     kw.update(nargs="?", const=f.metadata["const"])
+                    if "off" in (choices or ()):  # --no-compile, as when the field was a boolean
+                        group.add_argument("--no-" + flag[2:], dest=f.name, action="store_const", const="off",
+                                           default=argparse.SUPPRESS, help=argparse.SUPPRESS)
                 group.add_argument(flag, metavar="|".join(choices) if choices else f.name.upper(), **kw)
 
 
