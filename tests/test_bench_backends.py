@@ -53,3 +53,18 @@ def test_converter_progress_bars_stay_out_of_the_table(capsys):
         p50, p90, thr = (float(v) for v in row.split()[1:4])
         assert 0 < p50 <= p90 and thr > 0
     assert "━" not in out + err and "Statistics collection" not in out + err
+
+
+def test_official_row_runs_and_leaves_timm_names_to_fvt(capsys):
+    """The official row times the official package's model; importing it re-registers timm's plain names,
+    which the row points back at fvt's variants so later timm.create_model calls still build fvt's."""
+    pytest.importorskip("fastervit", reason="pip install fastervit==1.0.0 (the reference implementation)")
+    import timm
+
+    assert main(["bench", "--model", "faster_vit_0_224", "--batch-size", "1", "--steps", "3", "--warmup", "1",
+                 "--backend", "official"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:] if line.strip()}
+    p50, p90, thr = (float(v) for v in rows["official"].split()[1:4])
+    assert 0 < p50 <= p90 and thr > 0
+    assert timm.models.model_entrypoint("faster_vit_0_224").__module__ == "fvt.models.timm_models"
+    assert type(timm.create_model("faster_vit_0_224")).__module__.startswith("fvt.")

@@ -67,3 +67,10 @@ def test_shipped_configs_load():
     for name in ("flowers.yaml", "finetune.yaml"):
         cfg = Config.from_yaml(root / name)
         assert isinstance(cfg, Config)
+
+
+@pytest.mark.parametrize("argv, want", [([], "off"), (["--compile"], "on"), (["--compile", "auto"], "auto"),
+                                        (["--compile", "on", "--no-compile"], "off"), (["--no-compile"], "off")])
+def test_compile_flag_forms(argv, want):
+    """--compile takes auto|on|off; the bare flag means on and --no-compile (its earlier boolean form) means off."""
+    assert config_from_args(_args(argv)).model.compile == want

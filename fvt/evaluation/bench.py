@@ -36,13 +36,14 @@ def _official(model: torch.nn.Module) -> Callable:
     if not getattr(model, "pretrained_cfg", {}).get("official", True):  # before importing fastervit at all
         raise UsageError(f"{model.model_name} is not an official FasterViT variant")
     from ..extras import require
-    from ..models import registry
+    from ..models import timm_models
 
     with third_party():  # its import re-registers 30+ timm names, each with a warning
         require("fastervit", "official", "--backend official")
         import fastervit.models.faster_vit as off
         import fastervit.models.faster_vit_any_res as off_any
-    registry._register_timm()  # timm's names back to fvt's models for the rest of the process
+    with third_party():  # timm's plain names back to fvt's models for the rest of the process
+        timm_models.reclaim_plain_names()
     build = getattr(off_any if model.model_name.endswith("any_res") else off, model.model_name)
     with third_party():
         official = build(pretrained=False).eval()

@@ -146,3 +146,21 @@ def register_all() -> list:
                       f"is timm.create_model({PREFIX + first!r}) or fvt.create_model({first!r}) (docs/timm.md)",
                       UserWarning, stacklevel=2)
     return new
+
+
+def reclaim_plain_names() -> list:
+    """Point timm's plain names back at fvt's variants after a package imported later took them.
+
+    Only names fvt registered itself in this process are taken back (its entry is on this module);
+    returns the names reclaimed."""
+    from timm.models import is_model, model_entrypoint, register_model
+
+    mod = sys.modules[__name__]
+    back = []
+    for name in VARIANTS:
+        entry = getattr(mod, name, None)
+        if entry is None or not is_model(name) or model_entrypoint(name) is entry:
+            continue
+        register_model(entry)
+        back.append(name)
+    return back
