@@ -52,6 +52,22 @@ def _eval(artifact: Path, data, out: Path, workers: int) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
+def _val_split_folder(ckpt: Path, folder: Path) -> Path:
+    """The run's validation split (split.json beside the checkpoint) as class folders of symlinks: an export
+    carries no training config, so its `fvt eval` needs the images named (../shared is only read)."""
+    split = ckpt.parent / "split.json"
+    if not split.is_file():
+        sys.exit(f"{ckpt}: no split.json beside it; pass --data VAL_DIR")
+    record = json.loads(split.read_text())
+    root = Path(record["data"])
+    for rel, label in record["val"]:
+        link = folder / label / Path(rel).name
+        if not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(root / rel)
+    return folder
+
+
 def _speed(artifact: Path, batch: int, steps: int) -> dict:
     """Latency / throughput of the file as fvt eval / predict run it (PyTorch files: eager, fp32)."""
     import torch
@@ -94,7 +110,8 @@ def _table(rows, base, data, ckpt, speed: bool) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", type=Path)
-    ap.add_argument("--data", type=Path, help="Evaluation images (class folders). Default: the run's val split.")
+    ap.add_argument("--data", type=Path, help="Evaluation images (class folders). Default: the run's val split "
+                    "(split.json beside the checkpoint, linked under OUTPUT/val-split).")
     ap.add_argument("--calib-data", type=Path, help="Calibration images for int8. Default: --data / the val split.")
     ap.add_argument("--calib-images", type=int, default=256)
     ap.add_argument("--formats", default=DEFAULT, help=f"Comma-separated, or all. [default: {DEFAULT}]")
@@ -120,7 +137,7 @@ def main() -> int:
     out = args.output.resolve()
     out.mkdir(parents=True, exist_ok=True)
     ckpt = args.checkpoint.resolve()
-    data = args.data.resolve() if args.data else None
+    data = args.data.resolve() if args.data else _val_split_folder(ckpt, out / "val-split")
     calib = (args.calib_data or args.data)
     base = _eval(ckpt, data, out / "eval-pytorch", args.workers)
     rows = [{"format": "pytorch", "top1": base["top1"], "backend": base.get("backend", "pytorch")}]

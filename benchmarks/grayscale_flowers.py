@@ -1,7 +1,7 @@
 """Grayscale (--in-chans 1), measured on flowers: fine-tuned from RGB weights adapted by timm's rule, next to RGB.
 
     python benchmarks/grayscale_flowers.py [--data DIR] [--output /tmp/fvt-gray] [--epochs 95]
-        [--finetune-epochs 30] [--rgb-checkpoint RUN/best.pt] [--quick]
+        [--finetune-epochs 30] [--rgb-checkpoint RUN/best.pt] [--no-scratch] [--quick]
 
 fvt has no internet here, so the RGB weights are trained first (or given with --rgb-checkpoint):
 
@@ -62,6 +62,7 @@ def main() -> int:
     ap.add_argument("--finetune-epochs", type=int, default=30, help="Epochs of the gray fine-tune.")
     ap.add_argument("--rgb-checkpoint", default=None, help="Use these RGB weights instead of training step 1 "
                     "(a flowers run's best.pt, trained on the same split).")
+    ap.add_argument("--no-scratch", action="store_true", help="Skip step 3 (the grayscale run from scratch).")
     args = ap.parse_args()
     data, out = checked_paths(args)
     rgb, gray = convert(data, out, 15 if args.quick else 0)
@@ -81,9 +82,10 @@ def main() -> int:
                                              *([] if args.quick else ["--img-size", 96]), *common])
     rows.append(("grayscale, fine-tuned from the RGB weights (stem adapted, the finetune recipe)",
                  args.finetune_epochs, wall, row))
-    row, wall = train("gray-scratch", runs, ["--data", gray, "--config", flowers, "--in-chans", 1,
-                                             "--epochs", args.epochs, *common])
-    rows.append(("grayscale, from scratch (the flowers recipe)", args.epochs, wall, row))
+    if not args.no_scratch:
+        row, wall = train("gray-scratch", runs, ["--data", gray, "--config", flowers, "--in-chans", 1,
+                                                 "--epochs", args.epochs, *common])
+        rows.append(("grayscale, from scratch (the flowers recipe)", args.epochs, wall, row))
 
     lines = [f"Flowers in grayscale vs RGB, faster_vit_nano, {platform.processor() or platform.machine()} "
              f"({os.cpu_count()} cores); val top-1 at the last epoch:", "",

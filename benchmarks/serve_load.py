@@ -41,7 +41,7 @@ def naive_server(checkpoint: str) -> int:
     import uvicorn
     from fastapi import FastAPI, File, UploadFile
 
-    from fvt.data.decode import load_image
+    from fvt.data.decode import load_rgb as load_image
     from fvt.evaluation.predict import Classifier, prediction_row
     from fvt.serve.server import bind
 

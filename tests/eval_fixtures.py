@@ -65,7 +65,12 @@ def manual_probs(ckpt: Path, paths) -> np.ndarray:
     model.load_state_dict(ck["state_dict"])
     h, w = ck["preprocessing"]["input_size"]
     mean, std = np.array(ck["preprocessing"]["mean"]), np.array(ck["preprocessing"]["std"])
-    x = np.stack([((np.asarray(Image.open(p).convert("RGB").resize((w, h), Image.BILINEAR)) / 255.0 - mean) / std)
-                  .transpose(2, 0, 1) for p in paths])
+    gray = len(mean) == 1  # a one-channel model sees the luminance
+
+    def pixels(p):
+        a = np.asarray(Image.open(p).convert("L" if gray else "RGB").resize((w, h), Image.BILINEAR)) / 255.0
+        return ((a[..., None] if gray else a) - mean) / std
+
+    x = np.stack([pixels(p).transpose(2, 0, 1) for p in paths])
     with torch.no_grad():
         return torch.softmax(model(torch.tensor(x, dtype=torch.float32)), 1).numpy()

@@ -136,3 +136,20 @@ def test_audit_usage_errors_are_one_line(planted, tmp_path, capsys):
     assert "no such folder" in capsys.readouterr().err
     assert main(["data", "audit", str(data), "--pretrained", str(ckpt), "--folds", "1"]) == 2
     assert "--folds 1" in capsys.readouterr().err
+
+
+def test_outliers_are_the_far_images_not_the_tail_of_a_skewed_crowd():
+    """Nearest-neighbour distances are heavily skewed (most photos have a near twin): the cut is made on their
+    logarithm, so a lognormal crowd yields (almost) no outlier while an image unlike every other one is flagged."""
+    from fvt.audit.outliers import OUTLIER_Z, outlier_scores
+
+    rng = np.random.default_rng(0)
+    crowd = np.minimum(np.exp(rng.normal(np.log(0.01), 1.0, size=(2000, 1))), 0.2)  # median 0.01, long right tail
+    far = np.array([[0.6]])  # mean cosine distance 0.6 to its nearest images
+    sims = np.repeat(1.0 - np.vstack([crowd, far]), 5, axis=1)
+    z = outlier_scores(sims)
+    assert z[-1] > OUTLIER_Z
+    assert (z[:-1] > OUTLIER_Z).sum() <= 4  # a normal tail beyond 3.5 sigma: ~0.05% of 2000
+    raw = 1.0 - sims[:, 0]
+    raw_z = 0.6745 * (raw - np.median(raw)) / np.median(np.abs(raw - np.median(raw)))
+    assert (raw_z[:-1] > OUTLIER_Z).sum() > 100  # what the cut on the raw distance used to flag

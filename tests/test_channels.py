@@ -16,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from eval_fixtures import IMG  # noqa: E402
 
 import fvt  # noqa: E402
-from fvt.data.decode import ImageDecodeError, load_image  # noqa: E402
+from fvt.data.channels import load_image  # noqa: E402
+from fvt.data.decode import ImageDecodeError  # noqa: E402
 
 
 def test_decoding_keeps_gray_values_and_tiff_bands(tmp_path):

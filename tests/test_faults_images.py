@@ -19,7 +19,7 @@ tifffile = pytest.importorskip("tifffile", reason="tifffile writes the 16-bit te
 
 _PEAK = """
 import resource, sys
-from fvt.data.decode import load_image
+from fvt.data.decode import load_rgb as load_image
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 load_image(sys.argv[1])
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
@@ -46,7 +46,7 @@ def test_a_16_bit_tiff_decodes_in_about_the_memory_of_an_8_bit_one(tmp_path):
     peak16, peak8 = _peak_mb(tmp_path / "g16.tif"), _peak_mb(tmp_path / "rgb8.tif")
     assert peak16 < 1.5 * peak8 + 30, f"16-bit: {peak16:.0f} MB, 8-bit RGB: {peak8:.0f} MB"
     # and the pixels are right: 30000 / 65535 of full scale
-    assert decode.load_image(tmp_path / "g16.tif").getpixel((0, 0)) == (117, 117, 117)
+    assert decode.load_rgb(tmp_path / "g16.tif").getpixel((0, 0)) == (117, 117, 117)
 
 
 def test_decoded_bytes_count_the_stored_bit_depth(tmp_path, monkeypatch):
@@ -57,11 +57,11 @@ def test_decoded_bytes_count_the_stored_bit_depth(tmp_path, monkeypatch):
         assert (decode.decoded_bytes(im16), decode.decoded_bytes(im8)) == (100 * 120 * 6, 100 * 120 * 3)
     monkeypatch.setattr(decode, "MAX_DECODED_BYTES", 100 * 120 * 4)
     with pytest.raises(decode.ImageDecodeError, match="decoded size"):
-        decode.load_image(tmp_path / "rgb16.tif")
+        decode.load_rgb(tmp_path / "rgb16.tif")
     from fvt.data import check_image
 
     assert "decoded size" in check_image(tmp_path / "rgb16.tif").reason  # the scan lists it as a bad file
-    assert decode.load_image(tmp_path / "rgb8.png").size == (120, 100)
+    assert decode.load_rgb(tmp_path / "rgb8.png").size == (120, 100)
 
 
 def _broken_after_the_scan(path):

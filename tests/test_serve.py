@@ -232,6 +232,27 @@ def test_an_onnx_export_serves_the_same_answers(setup, tmp_path):
         assert row["pred"] == CLASSES[q.argmax()] and row["prob"] == pytest.approx(q.max(), abs=2e-4)
 
 
+def test_a_grayscale_model_is_served_the_luminance_of_each_upload(setup, tmp_path):
+    """The server decodes uploads for the model's channels, as fvt predict does (a 1-channel model was handed RGB)."""
+    import fvt
+
+    root, data, ckpt = setup
+    ck = torch.load(ckpt, weights_only=True)
+    torch.manual_seed(1)
+    model = fvt.create_model("faster_vit_nano", num_classes=len(CLASSES), img_size=32, in_chans=1).eval()
+    ck.update(model_kwargs=dict(model.model_kwargs), state_dict=model.state_dict(), state_dict_ema=None,
+              preprocessing={**ck["preprocessing"], "mean": [0.449], "std": [0.226]})
+    torch.save(ck, tmp_path / "gray.pt")
+    files = sorted(data.rglob("*.png"))[:3]
+    options = ServeOptions(checkpoint=str(tmp_path / "gray.pt"), device="cpu", log_level="warning").check()
+    with running(create_app(options, ModelRunner.load(options)), options) as url:
+        rows = httpx.post(url + "/v1/predict", files=[("f", (f.name, f.read_bytes(), "image/png")) for f in files],
+                          timeout=60).json()["predictions"]
+    ref = manual_probs(tmp_path / "gray.pt", files)
+    for row, q in zip(rows, ref):
+        assert row["pred"] == CLASSES[q.argmax()] and row["prob"] == pytest.approx(q.max(), abs=2e-4)
+
+
 def test_serve_usage_errors_are_one_line(setup, capsys):
     _, _, ckpt = setup
     for argv in (["--max-batch", "0"], ["--max-queue", "4", "--max-batch", "8"], ["--replicas", "3"],

@@ -42,7 +42,7 @@ def add_audit_arguments(p) -> None:
                    help="Near-duplicate: embedding cosine at least this (and an outlier among nearest-neighbour "
                         f"similarities). [default: {dup.COSINE_MIN}]")
     p.add_argument("--outlier-z", type=float, default=outliers.OUTLIER_Z, metavar="Z",
-                   help=f"Outlier: robust z-score of the distance to the nearest images above this. [default: {outliers.OUTLIER_Z}]")
+                   help=f"Outlier: robust z-score of the (log) distance to the nearest images above this. [default: {outliers.OUTLIER_Z}]")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N. [default: auto]")
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="Images per forward pass. [default: 64]")
     p.add_argument("--workers", type=int, default=2, metavar="N", help="DataLoader processes. [default: 2]")

@@ -76,9 +76,9 @@ class TarMembers(ImageDataset):
             return f.read(size)
 
     def load(self, index: int):
-        from ..data.decode import load_image
+        from ..data.decode import load_rgb
 
-        return load_image(io.BytesIO(self.read_bytes(index)), self.min_decode_size)
+        return load_rgb(io.BytesIO(self.read_bytes(index)), self.min_decode_size)
 
     def content_digest(self, index: int) -> str:
         return hashlib.blake2b(self.read_bytes(index), digest_size=16).hexdigest()

@@ -31,7 +31,7 @@ from .._lazy import lazy_attributes as _lazy_attributes
 
 _LAZY = {
     "ImageDataset": ".dataset", "collate_drop_failed": ".dataset",
-    "IMAGE_EXTENSIONS": ".decode", "ImageDecodeError": ".decode", "load_image": ".decode",
+    "IMAGE_EXTENSIONS": ".decode", "ImageDecodeError": ".decode", "load_image": ".channels", "load_rgb": ".decode",
     "expand_image_paths": ".evalsets", "image_folder": ".evalsets", "load_eval_set": ".evalsets",
     "build_eval_loader": ".loaders", "build_mixup": ".loaders", "build_train_loader": ".loaders",
     "build_data": ".build", "DataBundle": ".bundle", "stratified_split": ".pipeline",
@@ -46,7 +46,7 @@ _LAZY = {
 __all__ = [
     "build_data", "DataBundle", "Preprocessing", "eval_transform", "train_transform", "make_posterize_safe",
     "build_train_loader", "build_eval_loader", "build_mixup", "load_eval_set", "image_folder",
-    "expand_image_paths", "ImageDataset", "collate_drop_failed", "load_image", "ImageDecodeError",
+    "expand_image_paths", "ImageDataset", "collate_drop_failed", "load_image", "load_rgb", "ImageDecodeError",
     "IMAGE_EXTENSIONS", "check_image", "scan_files", "find_duplicates", "stratified_split", "TrainSampler",
     "RandomSampler", "BalancedSampler", "RASampler", "ShardSampler", "TrainBatchSampler", "make_train_sampler",
 ]
@@ -55,7 +55,8 @@ if _typing.TYPE_CHECKING:
     from .build import build_data  # noqa: F401
     from .bundle import DataBundle  # noqa: F401
     from .dataset import ImageDataset, collate_drop_failed  # noqa: F401
-    from .decode import IMAGE_EXTENSIONS, ImageDecodeError, load_image  # noqa: F401
+    from .channels import load_image  # noqa: F401
+    from .decode import IMAGE_EXTENSIONS, ImageDecodeError, load_rgb  # noqa: F401
     from .evalsets import expand_image_paths, image_folder, load_eval_set  # noqa: F401
     from .loaders import build_eval_loader, build_mixup, build_train_loader  # noqa: F401
     from .pipeline import stratified_split  # noqa: F401

@@ -45,7 +45,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError, UsageError
-from .decode import ImageDecodeError, load_image
+from .decode import ImageDecodeError, load_rgb
 
 CACHE_VERSION = 1
 GB = 1e9
@@ -146,7 +146,7 @@ def _read_meta(folder: Path, name: str, key: str) -> Optional[dict]:
 def _decode_one(task) -> Tuple[Optional[np.ndarray], str]:
     path, min_size, resize = task
     try:
-        img = resize(load_image(path, min_size))
+        img = resize(load_rgb(path, min_size))
     except ImageDecodeError as e:
         return None, str(e)
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8)), ""

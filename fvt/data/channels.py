@@ -27,14 +27,13 @@ import torch
 from PIL import Image, ImageOps
 
 from .channel_stats import GRAY_MEAN, GRAY_STD, IMAGENET_MEAN, IMAGENET_STD, channel_stats, stats_problem  # noqa: F401
+from .decode import BACKGROUND, _PILLOW_ERRORS, ImageDecodeError, _decode_error, geometry_problem, load_rgb, to_rgb
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
 
 def to_channels(im: Image.Image, channels: int, background=(255, 255, 255)):
     """A decoded PIL image as the model's channels: 'RGB' (3), 'L' (1), else a float tensor (N, H, W)."""
-    from .decode import ImageDecodeError, to_rgb
-
     if channels == 3:
         return to_rgb(im, background)
     if channels == 1:
@@ -62,8 +61,6 @@ def bands_tensor(a: np.ndarray, mode: str = "") -> torch.Tensor:
 
 def _tiff_layout(shape: Sequence[int], axes: str) -> Tuple[int, int, int, Optional[int]]:
     """(height, width, bands, band axis) of a TIFF series; a stack of more than one plane of bands is refused."""
-    from .decode import ImageDecodeError
-
     keep = [(n, a) for n, a in zip(shape, axes) if n != 1 or a in "YX"]
     if "Y" not in axes or "X" not in axes or len(keep) > 3:
         raise ImageDecodeError(f"TIFF of shape {tuple(shape)} (axes {axes}): expected one image of bands "
@@ -76,8 +73,6 @@ def _tiff_layout(shape: Sequence[int], axes: str) -> Tuple[int, int, int, Option
 def tiff_size(path: Union[str, Path]) -> Tuple[int, int, int]:
     """(width, height, bands) from a TIFF's header, without reading its pixels."""
     import tifffile
-
-    from .decode import ImageDecodeError
 
     try:
         with tifffile.TiffFile(str(path)) as tf:
@@ -92,8 +87,6 @@ def tiff_size(path: Union[str, Path]) -> Tuple[int, int, int]:
 
 def _read_tiff(path: Union[str, Path], channels: int) -> torch.Tensor:
     import tifffile
-
-    from .decode import ImageDecodeError, geometry_problem
 
     w, h, bands = tiff_size(path)
     problem = geometry_problem(w, h)
@@ -114,12 +107,22 @@ def _read_tiff(path: Union[str, Path], channels: int) -> torch.Tensor:
     return bands_tensor(a)
 
 
+def load_image(path: Union[str, Path], min_size: Optional[int] = None,
+               background: Tuple[int, int, int] = BACKGROUND, channels: int = 3):
+    """Open ``path`` for a model of ``channels`` input channels, EXIF orientation applied: RGB for 3
+    (``fvt.data.decode.load_rgb``), else grayscale or the stored bands (see the module doc).
+
+    ``min_size``: the smallest short side the caller needs (a large JPEG is decoded at a reduced scale).
+    Raises ``ImageDecodeError``."""
+    if channels == 3:
+        return load_rgb(path, min_size, background)
+    return load_channels(path, channels, min_size, background)
+
+
 def load_channels(path, channels: int, min_size: Optional[int] = None, background=(255, 255, 255)):
     """Decode ``path`` for a model of ``channels`` channels (see the module doc); raises ImageDecodeError."""
-    from .decode import _PILLOW_ERRORS, ImageDecodeError, _decode_error, geometry_problem, load_image
-
     if channels == 1:
-        return load_image(path, min_size, background).convert("L")
+        return load_rgb(path, min_size, background).convert("L")
     if isinstance(path, (str, Path)) and str(path).lower().endswith(TIFF_SUFFIXES):
         return _read_tiff(path, channels)
     try:

@@ -27,7 +27,8 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 from torch.utils.data._utils.collate import default_collate
 
-from .decode import ImageDecodeError, load_image
+from .channels import load_image
+from .decode import ImageDecodeError
 from .scan import append_bad_file
 
 Sample = Tuple[Path, int]

@@ -132,19 +132,14 @@ def _decode_error(e: Exception) -> "ImageDecodeError":
     return ImageDecodeError(str(e).splitlines()[0] if str(e) else type(e).__name__)
 
 
-def load_image(path: Union[str, Path], min_size: Optional[int] = None,
-               background: Tuple[int, int, int] = BACKGROUND, channels: int = 3) -> Image.Image:
+def load_rgb(path: Union[str, Path], min_size: Optional[int] = None,
+             background: Tuple[int, int, int] = BACKGROUND) -> Image.Image:
     """Open ``path`` fully decoded as RGB with EXIF orientation applied.
 
     ``min_size``: the smallest short side the caller needs; a JPEG larger than twice that is
-    decoded at a reduced scale (never below ``min_size``). ``channels``: the model's input
-    channels; other than 3 gives grayscale or the stored bands (``fvt.data.channels``).
-    Raises ``ImageDecodeError``.
+    decoded at a reduced scale (never below ``min_size``). Raises ``ImageDecodeError``.
+    For a model of other than 3 channels: ``fvt.data.channels.load_image``.
     """
-    if channels != 3:
-        from .channels import load_channels
-
-        return load_channels(path, channels, min_size, background)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's bomb / EXIF warnings: checked below instead

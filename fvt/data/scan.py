@@ -30,7 +30,7 @@ try:
 except ImportError:  # pragma: no cover - Windows: rows may repeat, never interleave
     fcntl = None
 
-from .decode import ImageDecodeError, geometry_problem, image_problem, load_image, verify_image
+from .decode import ImageDecodeError, geometry_problem, image_problem, load_rgb, verify_image
 
 BAD_FILES_NAME = "bad_files.txt"
 # End markers: a file cut short (interrupted copy/download) lacks them.
@@ -88,7 +88,7 @@ def check_image(path: Union[str, Path], verify: bool = False) -> FileInfo:
         return info
     if verify or not _has_trailer(path, info.format, nbytes):
         try:
-            verify_image(path) if verify else load_image(path)
+            verify_image(path) if verify else load_rgb(path)
         except ImageDecodeError as e:
             info.ok, info.reason = False, f"cannot decode: {e}"
     return info

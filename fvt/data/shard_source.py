@@ -16,7 +16,8 @@ import torch
 
 from ..errors import DataError
 from ..hashing import file_sha256
-from .decode import ImageDecodeError, load_image
+from .channels import load_image
+from .decode import ImageDecodeError
 from .shards import FORMAT, INDEX_NAME, require_webdataset
 
 _SHARD_NAME = re.compile(r"[^/\s]*\.tar")

@@ -72,13 +72,13 @@ def _sample_bytes(path: Path, max_size: Optional[int]) -> Tuple[bytes, str]:
         return data, ext
     from PIL import Image
 
-    from .decode import load_image
+    from .decode import load_rgb
 
     with Image.open(io.BytesIO(data)) as im:
         w, h, fmt = im.width, im.height, im.format
     if max(w, h) <= max_size:
         return data, ext
-    img = load_image(io.BytesIO(data))  # RGB, EXIF orientation applied: what training decodes
+    img = load_rgb(io.BytesIO(data))  # RGB, EXIF orientation applied: what training decodes
     scale = max_size / max(w, h)
     img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BICUBIC)
     out = io.BytesIO()

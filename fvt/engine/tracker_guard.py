@@ -5,7 +5,7 @@
   One that fails is left out with one line saying why (MLflow's own retries took 106-170 s to give up on a
   dead server or a read-only store, and training waited for them).
 * During the run, every call of a tracker (its start, each epoch's metrics, the final upload) runs on a
-  thread of its own, so a steps never waits for a tracker. A call that has not returned after
+  thread of its own, so a step never waits for a tracker. A call that has not returned after
   ``FVT_TRACKER_TIMEOUT`` seconds (default 60; the final upload four times that) drops the tracker with
   one line; one that raises drops it the same way.
 
@@ -63,11 +63,25 @@ def probe(name: str, mlflow_uri: Optional[str] = None) -> Optional[str]:
         if mlflow_uri.startswith("sqlite:///"):
             return _sqlite_writable(Path(mlflow_uri[len("sqlite:///"):].split("?")[0]), budget)
     if name == "wandb":
-        from .trackers import wandb_mode
-
         if wandb_mode() == "online":
             return _reachable(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"), budget)
     return None
+
+
+def wandb_mode() -> str:
+    """W&B's mode: WANDB_MODE, else online when logged in (an API key or a netrc entry), else offline."""
+    return os.environ.get("WANDB_MODE") or ("online" if _wandb_logged_in() else "offline")
+
+
+def _wandb_logged_in() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    import netrc
+
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
 
 
 def _reachable(url: str, budget: float) -> Optional[str]:

@@ -174,6 +174,8 @@ class WandbTracker(Tracker):
     def __init__(self, run_dir: Path):
         import wandb
 
+        from .tracker_guard import wandb_mode
+
         self.wandb = wandb
         mode = wandb_mode()
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "fvt"), name=run_dir.resolve().name,
@@ -203,21 +205,6 @@ class WandbTracker(Tracker):
 def tracking_uri(run_dir: Path) -> str:
     """MLflow's store: MLFLOW_TRACKING_URI, else a SQLite file beside the run folder."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(run_dir).resolve().parent / 'mlflow.db'}"
-
-
-def wandb_mode() -> str:
-    return os.environ.get("WANDB_MODE") or ("online" if _wandb_logged_in() else "offline")
-
-
-def _wandb_logged_in() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    import netrc
-
-    try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
 
 
 def _safe_name(name: str) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
@@ -17,22 +16,10 @@ import torch
 from ..errors import CheckpointError, UsageError
 from . import figures
 from .figures import FIGURES  # noqa: F401  (re-exported: the list of eval figures)
-from .metrics import compute_metrics, json_metrics, most_confident_mistakes, softmax
+from .metrics import compute_metrics, json_metrics, jsonable, most_confident_mistakes, softmax
 
 MAX_MISTAKES = 16
 MAX_MISTAKES_SHOWN = 24  # report.html's gallery (report.MAX_GALLERY): each gets a heat map
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        return None if math.isnan(float(x)) else float(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
 
 
 def write_predictions_csv(path: Path, paths: Sequence[str], targets: np.ndarray, probs: np.ndarray,
@@ -55,7 +42,7 @@ def write_eval_outputs(out: Path, logits: np.ndarray, targets: np.ndarray, paths
     m = compute_metrics(logits, targets, classes)
     probs = softmax(logits)
     record = {**(extra or {}), **json_metrics(m), "top1_unit": "percent"}
-    (out / "metrics.json").write_text(json.dumps(_jsonable(record), indent=2))
+    (out / "metrics.json").write_text(json.dumps(jsonable(record), indent=2))
     (out / "classification_report.txt").write_text(m["classification_report"])
     write_predictions_csv(out / "predictions.csv", paths, targets, probs, classes)
     cm = np.asarray(m["confusion_matrix"])

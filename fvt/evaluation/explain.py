@@ -101,7 +101,8 @@ def explain_batch(model: torch.nn.Module, batch: torch.Tensor, class_indices: Se
 def explain_files(loaded, paths: Sequence[Union[str, Path]], class_indices: Sequence[int], batch_size: int = 16,
                   min_side: int = 224) -> List[Optional[Image.Image]]:
     """Overlays for image files (None where a file cannot be read), with the model's eval preprocessing."""
-    from ..data.decode import ImageDecodeError, load_image
+    from ..data.channels import load_image
+    from ..data.decode import ImageDecodeError
     from ..data.transforms import Preprocessing, eval_transform
 
     model = getattr(loaded.model, "_orig_mod", loaded.model)  # torch.compile'd: hooks go on the plain model

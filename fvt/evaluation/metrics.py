@@ -7,6 +7,7 @@ AUC / AP / ECE are fractions in [0, 1].
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Dict, List, Sequence
 
@@ -143,6 +144,19 @@ def compute_metrics(logits: np.ndarray, targets: np.ndarray, classes: Sequence[s
 def json_metrics(metrics: dict) -> dict:
     """The part of ``compute_metrics`` that goes into metrics.json (no curve arrays, no text)."""
     return {k: v for k, v in metrics.items() if k not in ("curves", "classification_report", "calibration")}
+
+
+def jsonable(x):
+    """``x`` with numpy scalars as Python numbers, NaN as None and keys as strings: what json.dumps takes."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        return None if math.isnan(float(x)) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
 
 
 def most_confident_mistakes(probs: np.ndarray, targets: np.ndarray, k: int = 16) -> List[int]:

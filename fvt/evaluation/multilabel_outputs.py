@@ -17,6 +17,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from . import figures
+from .metrics import jsonable
 from .multilabel_metrics import compute_multilabel_metrics, predict_sets, sigmoid
 
 MAX_MISTAKES = 16
@@ -71,14 +72,13 @@ def write_multilabel_outputs(out: Path, logits: np.ndarray, targets: np.ndarray,
 
     from ..data import load_image
     from ..data.multilabel_inspect import cooccurrence_figure
-    from .evaluate import _jsonable
 
     out.mkdir(parents=True, exist_ok=True)
     m = compute_multilabel_metrics(logits, targets, classes, thresholds)
     y, probs = np.asarray(targets).round().astype(np.int64), sigmoid(logits)
     pred = predict_sets(probs, m["thresholds"])
     record = {**(extra or {}), **{k: v for k, v in m.items() if k != "curves"}, "score_unit": "fraction"}
-    (out / "metrics.json").write_text(json.dumps(_jsonable(record), indent=2))
+    (out / "metrics.json").write_text(json.dumps(jsonable(record), indent=2))
     text = classification_report(y, pred, target_names=list(classes), digits=4, zero_division=0)
     thr = ", ".join(f"{c} {t:.3f}" for c, t in zip(classes, m["thresholds"]))
     (out / "classification_report.txt").write_text(f"{text}\nthresholds: {thr}\n")

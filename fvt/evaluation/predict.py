@@ -22,7 +22,8 @@ import torch
 from PIL import Image
 
 from ..data import expand_image_paths
-from ..data.decode import ImageDecodeError, geometry_problem, image_problem, load_image
+from ..data.channels import load_image
+from ..data.decode import ImageDecodeError, geometry_problem, image_problem
 from ..data.transforms import Preprocessing, eval_transform
 from ..arguments import shown
 from ..errors import CheckpointError, DataError, UsageError

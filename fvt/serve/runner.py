@@ -1,7 +1,7 @@
 """The served model: bytes -> preprocessed tensor, a batch of tensors -> probabilities, -> rows.
 
 Everything goes through what ``fvt predict`` uses: ``load_any`` for the file (checkpoint or any
-export), ``fvt.data.decode.load_image`` for the bytes (its guards against decompression bombs,
+export), ``fvt.data.channels.load_image`` for the bytes (its guards against decompression bombs,
 extreme aspect ratios and non-images), the checkpoint's own eval transform, ``Classifier`` for
 the forward (temperature, rejection threshold) and ``prediction_row`` for the answer's schema."""
 
@@ -15,10 +15,10 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from .. import __version__
-from ..data.decode import ImageDecodeError, load_image
+from ..data.channels import load_image
+from ..data.decode import ImageDecodeError
 from ..evaluation.abstain import UNKNOWN
 from ..evaluation.loading import LoadedModel, load_any
 from ..evaluation.predict import Classifier, prediction_row
@@ -79,7 +79,8 @@ class ModelRunner:
     def decode(self, data: bytes) -> torch.Tensor:
         """Image file bytes -> the model's preprocessed input (C, H, W); BadImage when they are not one."""
         try:
-            image = load_image(io.BytesIO(data), self.clf.preprocessing.min_decode_size)
+            pre = self.clf.preprocessing  # decoded for the model's channels, as fvt predict does
+            image = load_image(io.BytesIO(data), pre.min_decode_size, channels=pre.channels)
             return self.clf.transform(image)
         except ImageDecodeError as e:
             why = str(e)
@@ -98,9 +99,10 @@ class ModelRunner:
 
     def warm_up(self) -> None:
         """One forward at batch 1 and one at max_batch: the first calls allocate and pick kernels."""
-        grey = self.clf.transform(Image.new("RGB", (64, 64), (128, 128, 128)))
+        pre = self.clf.preprocessing  # the mean image, already preprocessed: any channel count
+        mean = torch.zeros(pre.channels, *pre.input_size)
         for n in sorted({1, self.options.max_batch}):
-            self.infer([grey] * n)
+            self.infer([mean] * n)
 
     def describe(self) -> dict:
         """GET /v1/model: what a client needs to know about the model and the server's limits."""
