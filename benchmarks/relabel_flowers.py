@@ -2,14 +2,15 @@
 as it is and with the labels `fvt data audit` suggests; accuracy on the untouched validation split.
 
     python benchmarks/relabel_flowers.py [--data ../shared/datasets/flowers] [--checkpoint RUN/best.pt]
-        [--epochs 95] [--seeds 0 1 2] [--work DIR] [--keep] [--quick]
+        [--epochs 95] [--seeds 0 1 2] [--drop] [--oracle] [--work DIR] [--keep] [--quick]
 
 The copy is the pre-split one of benchmarks/audit_flowers.py with flipped training labels only (no
 planted duplicates); its val/ split holds correct labels and is never relabelled. The audit embeds with
 --checkpoint, else with a model trained on the faulty copy (--embed-epochs). Every label issue the audit
-flags in train/ is accepted (new_label = suggested_label): what a user who trusts the audit gets. Then
-the flowers recipe runs for each seed without and with --relabel (and, with --oracle, on the true
-labels), and the script prints the best EMA top-1 on val per run, the mean and the standard deviation.
+flags in train/ is accepted (new_label = suggested_label): what a user who trusts the audit gets (with
+--drop, also a run that drops every flagged image instead). Then the flowers recipe runs for each seed
+without and with --relabel (and, with --oracle, on the true labels), and the script prints the best EMA
+top-1 on val per run, the mean and the standard deviation.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from audit_flowers import DEFAULT_DATA, clean_up, find_data, fvt, make_faulty_copy, read_audit, train_model  # noqa: E402
 
 
-def accept_suggestions(rows: list, out: Path) -> dict:
-    """relabel.csv taking every suggestion for flagged training images; returns the counts."""
+def accept_suggestions(rows: list, out: Path, action: str = "relabel") -> dict:
+    """relabel.csv acting on every flagged training image: its suggested label, or ``drop``; returns the
+    counts."""
     chosen = {}
     for r in rows:
         if r["issue"] == "label_issue" and r["split"] == "train" and r["suggested_label"]:
-            chosen.setdefault(r["path"], r["suggested_label"])
+            chosen.setdefault(r["path"], r["suggested_label"] if action == "relabel" else "drop")
     with open(out, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["path", "new_label"])
@@ -54,6 +56,7 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=95, help="epochs of each compared run [default: the recipe's 95]")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--oracle", action="store_true", help="also train on the true labels (the upper bound)")
+    ap.add_argument("--drop", action="store_true", help="also train with every flagged training image dropped")
     ap.add_argument("--work")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--quick", action="store_true", help="smoke test: 12 images per class, 3-step runs, one seed")
@@ -72,6 +75,7 @@ def main() -> int:
             return 1
         rows = read_audit(work / "audit")
         counts = accept_suggestions(rows, work / "accepted.csv")
+        accept_suggestions(rows, work / "dropped.csv", "drop")
         flipped = {f["path"]: f["true"] for f in truth["flipped"]}
         with open(work / "accepted.csv", newline="") as f:
             accepted = list(csv.DictReader(f))
@@ -82,11 +86,15 @@ def main() -> int:
         if args.oracle:
             oracle = work / "oracle.csv"
             oracle.write_text("path,new_label\n" + "".join(f"{p},{c}\n" for p, c in sorted(flipped.items())))
-        results = {"as is": [], "--relabel (audit)": [], **({"true labels": []} if oracle else {})}
+        arms = [("as is", []), ("--relabel (audit)", ["--relabel", work / "accepted.csv"])]
+        if args.drop:
+            arms.append(("--relabel drop (audit)", ["--relabel", work / "dropped.csv"]))
+        if oracle:
+            arms.append(("true labels", ["--relabel", oracle]))
+        results = {name: [] for name, _ in arms}
         for seed in seeds:
-            for name, extra in (("as is", []), ("--relabel (audit)", ["--relabel", work / "accepted.csv"]),
-                                *((("true labels", ["--relabel", oracle]),) if oracle else ())):
-                run = work / f"run-{name.split()[0].strip('-')}-{seed}"
+            for name, extra in arms:
+                run = work / f"run-{'-'.join(name.strip('-').replace('(', '').replace(')', '').split())}-{seed}"
                 train_model(copy, run, args.epochs, args.quick, "--seed", seed, *extra)
                 results[name].append(best_top1(run))
         print("| labels | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | std |")

@@ -153,3 +153,27 @@ def test_outliers_are_the_far_images_not_the_tail_of_a_skewed_crowd():
     raw = 1.0 - sims[:, 0]
     raw_z = 0.6745 * (raw - np.median(raw)) / np.median(np.abs(raw - np.median(raw)))
     assert (raw_z[:-1] > OUTLIER_Z).sum() > 100  # what the cut on the raw distance used to flag
+
+
+def test_a_cropped_copy_outside_the_embedding_neighbours_is_found_by_its_hash(tmp_path):
+    """An embedding model trained on the faulty folder can place a copy far from its original; the pair must
+    still be found when their hashes match. Independent check: the copy was made by cropping and re-encoding."""
+    from fvt.audit import duplicates as dup
+
+    paths = []
+    for i in range(40):
+        p = tmp_path / f"img_{i}.png"
+        _photo_like(p, i % 3, 100 + i)
+        paths.append(p)
+    with Image.open(paths[7]) as im:  # 6% cut from each side, then resized and re-encoded
+        im.crop((3, 3, 45, 45)).resize((60, 60), Image.BICUBIC).save(tmp_path / "copy.jpg", quality=60)
+    paths.append(tmp_path / "copy.jpg")
+    hashes = np.stack([dup.image_hashes(Image.open(p).convert("RGB")) for p in paths])
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(len(paths), 16))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)      # embeddings that know nothing
+    nn = dup.nearest_neighbours(x, k=3)
+    assert 40 not in nn[0][7] and 7 not in nn[0][40]    # the pair is not among the embedding's candidates
+    pairs, _ = dup.find_pairs(x, hashes, [str(i) for i in range(len(paths))], nn)
+    assert (7, 40) in {(p.a, p.b) for p in pairs}
+    assert dup.hash_distances(hashes[7:8], hashes[40:41])[0] <= dup.PHASH_MAX

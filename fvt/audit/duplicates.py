@@ -14,8 +14,11 @@ Two signals, because each misses what the other sees:
   log nearest-neighbour distance) -- a supervised model packs one class's photos close
   together, so a fixed cut alone would flag unrelated photos of the same flower.
 
-Candidates are each image's ``NEIGHBOURS`` nearest embeddings plus byte-identical files, so
-the work grows with N x N / block for the similarity search, never with the number of pairs.
+Candidates are each image's ``NEIGHBOURS`` nearest embeddings, every pair whose hashes are within
+the phash cut (a scan of all pairs: an embedding that is not yet good, e.g. a model trained on the
+faulty folder itself, can leave a cropped copy out of an image's nearest neighbours while its hash
+still matches) and byte-identical files. Both scans run in blocks, so memory stays bounded and the
+work grows with N x N, never with the number of pairs.
 """
 
 from __future__ import annotations
@@ -60,6 +63,32 @@ def hash_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ab = _POPCOUNT[np.bitwise_xor(a[:, :1], b)].sum(axis=2).min(axis=1)
     ba = _POPCOUNT[np.bitwise_xor(b[:, :1], a)].sum(axis=2).min(axis=1)
     return np.minimum(ab, ba)
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    """Set bits of each uint64 (numpy >= 2 counts them natively; older numpy via a byte table)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x)
+    return _POPCOUNT[x[..., None].view(np.uint8)].sum(axis=-1)
+
+
+def hash_neighbours(hashes: np.ndarray, phash_max: int, valid: Optional[np.ndarray] = None) -> set:
+    """Every pair (a < b) of valid images within ``phash_max`` by ``hash_distances``, found by comparing
+    each full hash with all images' hashes, in blocks of rows that keep the work array near 8M words."""
+    n = len(hashes)
+    if n < 2:
+        return set()
+    words = np.ascontiguousarray(hashes).view(np.uint64)[..., 0]       # (N, len(CROPS))
+    ok = np.ones(n, bool) if valid is None else np.asarray(valid, bool)
+    rows = max(1, (8 << 20) // (n * words.shape[1]))
+    found = set()
+    for s in range(0, n, rows):
+        d = _popcount(np.bitwise_xor(words[s:s + rows, :1, None], words.T[None])).min(axis=1)  # (rows, N)
+        for a, b in zip(*np.nonzero(d <= phash_max)):
+            a = int(a) + s
+            if a != b and ok[a] and ok[b]:
+                found.add((min(a, int(b)), max(a, int(b))))
+    return found
 
 
 def nearest_neighbours(x: np.ndarray, k: int = NEIGHBOURS) -> Tuple[np.ndarray, np.ndarray]:
@@ -114,6 +143,7 @@ def find_pairs(x: np.ndarray, hashes: np.ndarray, digests: Sequence[str], nn: Tu
     idx, sim = nn
     cut = max(cosine_min, adaptive_cosine(sim[:, 0])) if len(sim) else cosine_min
     candidates = {tuple(sorted((i, int(j)))) for i in range(len(idx)) for j in idx[i]}
+    candidates |= hash_neighbours(hashes, phash_max, valid)
     same: Dict[str, List[int]] = {}
     for i, d in enumerate(digests):
         same.setdefault(d, []).append(i)
