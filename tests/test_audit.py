@@ -176,4 +176,4 @@ def test_a_cropped_copy_outside_the_embedding_neighbours_is_found_by_its_hash(tm
     assert 40 not in nn[0][7] and 7 not in nn[0][40]    # the pair is not among the embedding's candidates
     pairs, _ = dup.find_pairs(x, hashes, [str(i) for i in range(len(paths))], nn)
     assert (7, 40) in {(p.a, p.b) for p in pairs}
-    assert dup.hash_distances(hashes[7:8], hashes[40:41])[0] <= dup.PHASH_MAX
+    assert dup.hash_distances(hashes[7:8], hashes[40:41])[0] <= dup.PHASH_MAX // 2

@@ -15,7 +15,7 @@ Two signals, because each misses what the other sees:
   together, so a fixed cut alone would flag unrelated photos of the same flower.
 
 Candidates are each image's ``NEIGHBOURS`` nearest embeddings, every pair whose hashes are within
-the phash cut (a scan of all pairs: an embedding that is not yet good, e.g. a model trained on the
+half the phash cut (a scan of all pairs: an embedding that is not yet good, e.g. a model trained on the
 faulty folder itself, can leave a cropped copy out of an image's nearest neighbours while its hash
 still matches) and byte-identical files. Both scans run in blocks, so memory stays bounded and the
 work grows with N x N, never with the number of pairs.
@@ -143,7 +143,9 @@ def find_pairs(x: np.ndarray, hashes: np.ndarray, digests: Sequence[str], nn: Tu
     idx, sim = nn
     cut = max(cosine_min, adaptive_cosine(sim[:, 0])) if len(sim) else cosine_min
     candidates = {tuple(sorted((i, int(j)))) for i in range(len(idx)) for j in idx[i]}
-    candidates |= hash_neighbours(hashes, phash_max, valid)
+    # pairs the embedding did not propose need the stricter half cut: over all N x N pairs, unrelated
+    # photos reach the full cut now and then (flowers: several cross-class pairs at exactly 8 bits)
+    candidates |= hash_neighbours(hashes, phash_max // 2, valid)
     same: Dict[str, List[int]] = {}
     for i, d in enumerate(digests):
         same.setdefault(d, []).append(i)
