@@ -86,15 +86,15 @@ def main() -> int:
         if args.oracle:
             oracle = work / "oracle.csv"
             oracle.write_text("path,new_label\n" + "".join(f"{p},{c}\n" for p, c in sorted(flipped.items())))
-        arms = [("as is", []), ("--relabel (audit)", ["--relabel", work / "accepted.csv"])]
+        arms = [("as is", "as-is", []), ("--relabel (audit)", "relabel-audit", ["--relabel", work / "accepted.csv"])]
         if args.drop:
-            arms.append(("--relabel drop (audit)", ["--relabel", work / "dropped.csv"]))
+            arms.append(("--relabel drop (audit)", "relabel-drop-audit", ["--relabel", work / "dropped.csv"]))
         if oracle:
-            arms.append(("true labels", ["--relabel", oracle]))
-        results = {name: [] for name, _ in arms}
+            arms.append(("true labels", "true-labels", ["--relabel", oracle]))
+        results = {name: [] for name, _, _ in arms}
         for seed in seeds:
-            for name, extra in arms:
-                run = work / f"run-{'-'.join(name.strip('-').replace('(', '').replace(')', '').split())}-{seed}"
+            for name, slug, extra in arms:
+                run = work / f"run-{slug}-{seed}"
                 train_model(copy, run, args.epochs, args.quick, "--seed", seed, *extra)
                 results[name].append(best_top1(run))
         print("| labels | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | std |")

@@ -84,10 +84,10 @@ def hash_neighbours(hashes: np.ndarray, phash_max: int, valid: Optional[np.ndarr
     found = set()
     for s in range(0, n, rows):
         d = _popcount(np.bitwise_xor(words[s:s + rows, :1, None], words.T[None])).min(axis=1)  # (rows, N)
-        for a, b in zip(*np.nonzero(d <= phash_max)):
-            a = int(a) + s
-            if a != b and ok[a] and ok[b]:
-                found.add((min(a, int(b)), max(a, int(b))))
+        a, b = np.nonzero(d <= phash_max)
+        a = a + s
+        keep = (a != b) & ok[a] & ok[b]
+        found.update(zip(np.minimum(a, b)[keep].tolist(), np.maximum(a, b)[keep].tolist()))
     return found
 
 
